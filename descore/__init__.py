@@ -1,0 +1,3 @@
+"""DeScore: think-then-score video reward models."""
+
+__version__ = "0.1.0"

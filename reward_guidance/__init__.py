@@ -1,0 +1,1 @@
+"""How a reward steers video sampling: reward protocol, latent decoders, reranking and gradient guidance."""
