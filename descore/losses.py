@@ -20,8 +20,8 @@ of trl's RewardTrainer and of the DeScore reference, and tied pairs are left out
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Literal
 
 import torch
