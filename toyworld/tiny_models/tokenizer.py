@@ -303,6 +303,8 @@ def _judge_sentences() -> list[str]:
         )
         overall = f"{1 + i % 5}.{(7 * i) % 100:02d}"
         lines.append(f'<answer>{{"dimensional_scores": {{{values}}}, "overall_score": {overall}}}</answer>')
+    # Qwen3-VL's processor writes a timestamp before each temporal patch of a video: "<1.5 seconds>".
+    lines.append("".join(f"<{step / 4:.1f} seconds>" for step in range(120)))
     for number in range(0, 1000, 7):
         lines.append(f"Frame {number}, step {number // 3}, seed {number % 97}, score {number / 100:.2f}.")
     return lines
