@@ -420,17 +420,56 @@ def _parse_record(
     )
 
 
-def _check_videos(pairs: Sequence[PreferencePair], problems: _Problems) -> None:
+def _check_videos(
+    records: Sequence[tuple[int, Mapping[str, Any]]], fmt: PairFormat, base: Path, problems: _Problems
+) -> None:
+    """Every video cell of every record (parsed or not) must name an existing, non-empty file; one problem per video."""
     lines_by_video: dict[Path, list[int]] = defaultdict(list)
-    for pair in pairs:
-        for video in (pair.video_a, pair.video_b):
-            lines_by_video[video].append(pair.line)
+    for line, record in records:
+        for column in _SIDES[fmt][:2]:
+            text = _text(record.get(column))
+            if text:
+                lines_by_video[_resolve(text, base)].append(line)
     for video, lines in lines_by_video.items():
         shown = ", ".join(str(n) for n in sorted(set(lines)))
         if not video.is_file():
             problems.add("missing video", f"video not found: {video} (line {shown})")
         elif video.stat().st_size == 0:
             problems.add("empty video", f"video file is empty: {video} (line {shown})")
+
+
+def _label_columns(
+    fmt: PairFormat,
+    columns: Sequence[str],
+    label_columns: Sequence[str] | None,
+    dimension: str | None,
+    path: Path,
+    problems: _Problems,
+) -> list[str]:
+    """The label columns to read: GenAI-Bench's vote, the named ones, or the known ones present; plus ``dimension``."""
+    if fmt is PairFormat.GENAI_BENCH:
+        if label_columns is not None and list(label_columns) != ["Overall"]:
+            raise ConfigError(
+                f"{path}: GenAI-Bench files have one label (Overall, from vote_type); got {label_columns}"
+            )
+        if dimension not in (None, "Overall"):
+            problems.add(
+                "missing column", f"no label {dimension!r}: GenAI-Bench files have one label, Overall"
+            )
+        return ["Overall"]
+    dims = [c for c in KNOWN_LABEL_COLUMNS if c in columns] if label_columns is None else list(label_columns)
+    if dimension is not None and dimension not in dims:
+        dims.append(dimension)
+    absent = [c for c in dims if c not in columns]
+    if absent:
+        problems.add("missing column", f"missing label column(s) {absent}; the file has {list(columns)}")
+    elif not dims:
+        problems.add(
+            "missing column",
+            f"no label column: expected one of {list(KNOWN_LABEL_COLUMNS)} (or name them with label_columns); "
+            f"the file has {list(columns)}",
+        )
+    return dims
 
 
 def load_pairs(
@@ -470,6 +509,9 @@ def load_pairs(
     if not columns and not records:
         problems.add("empty", "the file is empty" if not problems else "no readable record")
         problems.raise_if_any(path)
+    row_problems = len(
+        problems
+    )  # rows that could not be read: reported with the rest, after the header checks
     if fmt is None:
         fmt = detect_format(columns)
         if fmt is None:
@@ -489,33 +531,11 @@ def load_pairs(
             "missing column", f"missing column(s) {missing} for format {fmt.value!r}; the file has {columns}"
         )
 
-    if fmt is PairFormat.GENAI_BENCH:
-        if label_columns not in (None, ["Overall"], ("Overall",)):
-            raise ConfigError(
-                f"{path}: GenAI-Bench files have one label (Overall, from vote_type); got {label_columns}"
-            )
-        dims: list[str] = ["Overall"]
-    elif label_columns is None:
-        dims = [c for c in KNOWN_LABEL_COLUMNS if c in columns]
-        if not dims and not missing:
-            problems.add(
-                "missing column",
-                f"no label column: expected one of {list(KNOWN_LABEL_COLUMNS)} (or name them with label_columns); "
-                f"the file has {columns}",
-            )
-    else:
-        dims = list(label_columns)
-        absent = [c for c in dims if c not in columns]
-        if absent:
-            problems.add("missing column", f"missing label column(s) {absent}; the file has {columns}")
-    if dimension is None and require_non_tie:
+    dims = _label_columns(fmt, columns, label_columns, dimension, path, problems)
+    if dimension is None and require_non_tie and dims:
         if len(dims) != 1:
             raise ConfigError(f"{path}: require_non_tie needs `dimension`: the file has labels {dims}")
         dimension = dims[0]
-    if dimension is not None and dimension not in dims and dimension in columns:
-        dims.append(dimension)
-    elif dimension is not None and dimension not in dims:
-        problems.add("missing column", f"missing label column {dimension!r}; the file has {columns}")
 
     gt_columns = [f"gt_{d}_{s}" for s in "AB" for d in DIMENSIONS]
     present_gt = [c for c in gt_columns if c in columns]
@@ -524,13 +544,14 @@ def load_pairs(
         problems.add("missing column", f"ground-truth sub-score columns incomplete: missing {absent_gt}")
     if not records:
         problems.add("empty", "no pairs: the file has a header but no rows")
-    problems.raise_if_any(path)
+    if len(problems) > row_problems:
+        problems.raise_if_any(path)
 
     base = Path(os.path.abspath(video_root if video_root is not None else path.parent))
     parsed = [_parse_record(n, r, fmt, dims, bool(present_gt), base, problems) for n, r in records]
     pairs = [p for p in parsed if p is not None]
     if check_videos:
-        _check_videos(pairs, problems)
+        _check_videos(records, fmt, base, problems)
     if require_non_tie and not problems and all(p.labels[dimension] == PairLabel.TIE for p in pairs):
         problems.add(
             "all ties", f"every one of the {len(pairs)} pairs is a tie on {dimension!r}: nothing to train on"
@@ -566,6 +587,19 @@ def _ordered_columns(pairs: Sequence[PreferencePair], added: Iterable[str]) -> l
     return list(columns)
 
 
+def _relocated_paths(pair: PreferencePair, out_dir: Path) -> dict[str, str]:
+    """Video path cells rewritten so that relative paths still resolve from the result file's folder."""
+    fmt = detect_format(pair.record)
+    if fmt is None:
+        return {}
+    cells = {}
+    for column, video in zip(_SIDES[fmt][:2], (pair.video_a, pair.video_b)):
+        original = _text(pair.record.get(column))
+        if original and not Path(os.path.expanduser(original)).is_absolute():
+            cells[column] = Path(os.path.relpath(video, out_dir)).as_posix()
+    return cells
+
+
 def write_pair_results(
     path: str | Path,
     pairs: Sequence[PreferencePair],
@@ -579,7 +613,8 @@ def write_pair_results(
     """Write each pair's original row with ``Reward_A``, ``Reward_B`` and (when given) ``CoT_A``, ``CoT_B`` set.
 
     The file type follows the suffix (``.csv`` or ``.jsonl``). Columns the rows already have (e.g. ``CoT_A``) are
-    overwritten in place; new ones are appended. ``extra_columns`` adds more per-pair columns. The file is written
+    overwritten in place; new ones are appended. Relative video paths are rewritten relative to the result file's
+    folder, so the result file loads with :func:`load_pairs` wherever it is written. ``extra_columns`` adds more per-pair columns. The file is written
     to a temporary name first and moved into place, so a crash never leaves a half-written result file.
     """
     path = Path(path)
@@ -596,16 +631,18 @@ def write_pair_results(
     if wrong:
         raise DataError(str(path), [f"{w}, expected one per pair ({len(pairs)})" for w in wrong])
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(os.path.abspath(path.parent))
     rows = []
     for i, pair in enumerate(pairs):
         row = dict(pair.record)
+        row.update(_relocated_paths(pair, out_dir))
         for name, values in columns.items():
             value = values[i]
             value = value.item() if hasattr(value, "item") else value
             row[name] = float(value) if name in ("Reward_A", "Reward_B") else value
         rows.append(row)
 
-    path.parent.mkdir(parents=True, exist_ok=True)
     descriptor, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(descriptor, "w", newline="", encoding="utf-8") as handle:
