@@ -81,7 +81,7 @@ def format_answer(scores: Mapping[str, SubScore], overall: float | None = None) 
     return f"<answer>{json.dumps(payload)}</answer>"
 
 
-def _parse_subscore(value: object) -> SubScore:
+def parse_subscore(value: object) -> SubScore:
     if value is None or (isinstance(value, str) and value.strip().upper() in {"N/A", "NA", "NONE", ""}):
         return None
     if isinstance(value, bool):
@@ -102,7 +102,7 @@ def parse_answer(text: str) -> JudgeAnswer | None:
         raw = payload["dimensional_scores"]
         if not isinstance(raw, dict) or set(raw) != set(DIMENSIONS):
             return None
-        scores = {d: _parse_subscore(raw[d]) for d in DIMENSIONS}
+        scores = {d: parse_subscore(raw[d]) for d in DIMENSIONS}
         overall = payload.get("overall_score")
         overall = None if overall is None else float(overall)
     except (ValueError, TypeError, KeyError, json.JSONDecodeError):

@@ -39,6 +39,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("-v", "--verbose", action="count", default=0, help="more logging (-v info, -vv debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    from descore import commands
+
+    commands.register(sub)
     for _name, register in _load_plugins():
         register(sub)
     return parser

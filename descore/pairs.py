@@ -33,7 +33,7 @@ from typing import Any, overload
 
 import numpy as np
 
-from descore.answer import DIMENSIONS, SubScore, _parse_subscore
+from descore.answer import DIMENSIONS, SubScore, parse_subscore
 from descore.errors import ConfigError, DataError
 
 logger = logging.getLogger(__name__)
@@ -329,7 +329,7 @@ def _subscores(record: Mapping[str, Any], side: str, where: str, problems: _Prob
             problems.add("bad sub-score", f"{where}: {column} is empty (write N/A for not applicable)")
             continue
         try:
-            scores[dim] = _parse_subscore(raw)
+            scores[dim] = parse_subscore(raw)
         except (ValueError, TypeError):
             problems.add("bad sub-score", f"{where}: {column} = {raw!r}; expected 0, 1, 2 or N/A")
     return scores
