@@ -13,13 +13,16 @@ exactly as it does with a real Qwen checkpoint.
 
 from __future__ import annotations
 
+import collections
 import functools
 import itertools
 import json
+import math
+import re
 
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
-from transformers import Qwen2Tokenizer
+from transformers import CLIPTokenizer, LlamaTokenizer, Qwen2Tokenizer, T5Tokenizer
 
 from descore.errors import ConfigError
 
@@ -58,8 +61,15 @@ QWEN_VL_ADDED_TOKENS: tuple[tuple[str, bool], ...] = (
     ("</think>", False),
 )
 
+#: The CLIP pre-tokenizer pattern (special tokens, contractions, letter runs, single digits, punctuation runs).
+CLIP_PRETOKENIZE_REGEX = (
+    r"<\|startoftext\|>|<\|endoftext\|>|'s|'t|'re|'ve|'m|'ll|'d|[\p{L}]+|[\p{N}]|[^\s\p{L}\p{N}]+"
+)
+
 #: Target size of the trained byte-level BPE vocabulary (before the added tokens).
 BPE_VOCAB_SIZE = 1536
+#: Target size of the text-encoder tokenizers' trained vocabularies (diffusers pipelines).
+SMALL_VOCAB_SIZE = 1024
 
 MODEL_MAX_LENGTH = 32768
 
@@ -315,26 +325,11 @@ def training_corpus() -> list[str]:
     return _toy_sentences() + _judge_sentences()
 
 
-@functools.lru_cache(maxsize=1)
-def _trained_bpe() -> tuple[tuple[tuple[str, int], ...], tuple[tuple[str, str], ...]]:
-    """Train the byte-level BPE once per process; returns (vocab items sorted by id, merges) as immutable tuples."""
-    tokenizer = Tokenizer(BPE())
-    tokenizer.normalizer = normalizers.NFC()
-    tokenizer.pre_tokenizer = _qwen_pre_tokenizer()
-    trainer = trainers.BpeTrainer(
-        vocab_size=BPE_VOCAB_SIZE,
-        min_frequency=2,
-        show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-        special_tokens=[],
-    )
-    tokenizer.train_from_iterator(training_corpus(), trainer=trainer)
-    model = json.loads(tokenizer.to_str())["model"]
-    vocab = tuple(sorted(model["vocab"].items(), key=lambda item: item[1]))
-    merges = tuple(
-        tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in model["merges"]
-    )
-    return vocab, merges
+_Vocab = tuple[tuple[str, int], ...]
+_Merges = tuple[tuple[str, str], ...]
+
+# The byte-to-unicode alphabet of byte-level BPE: every byte is a symbol, so no text is ever unknown.
+_BYTE_ALPHABET = sorted(pre_tokenizers.ByteLevel.alphabet())
 
 
 def _qwen_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
@@ -344,6 +339,54 @@ def _qwen_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
             pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
         ]
     )
+
+
+def _clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(CLIP_PRETOKENIZE_REGEX), behavior="removed", invert=True),
+            pre_tokenizers.ByteLevel(add_prefix_space=False),
+        ]
+    )
+
+
+@functools.cache
+def _trained_bpe(style: str) -> tuple[_Vocab, _Merges]:
+    """Train a BPE model once per process in the pre-tokenisation style of a real tokenizer family.
+
+    ``qwen``: byte-level with the Qwen regex; ``clip``: lower-cased byte-level with end-of-word ``</w>``;
+    ``llama``: SentencePiece-like metaspace pieces (bytes are covered by the byte-fallback tokens instead).
+    Returns (vocab items sorted by id, merges) as immutable tuples.
+    """
+    suffix = "</w>" if style == "clip" else ""
+    tokenizer = Tokenizer(BPE(end_of_word_suffix=suffix))
+    trainer_kwargs: dict = {"initial_alphabet": _BYTE_ALPHABET}
+    if style == "qwen":
+        tokenizer.normalizer = normalizers.NFC()
+        tokenizer.pre_tokenizer = _qwen_pre_tokenizer()
+    elif style == "clip":
+        tokenizer.normalizer = normalizers.Sequence(
+            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+        )
+        tokenizer.pre_tokenizer = _clip_pre_tokenizer()
+        trainer_kwargs["end_of_word_suffix"] = suffix
+    else:
+        tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
+        trainer_kwargs = {}
+    trainer = trainers.BpeTrainer(
+        vocab_size=BPE_VOCAB_SIZE if style == "qwen" else SMALL_VOCAB_SIZE,
+        min_frequency=2,
+        show_progress=False,
+        special_tokens=[],
+        **trainer_kwargs,
+    )
+    tokenizer.train_from_iterator(training_corpus(), trainer=trainer)
+    model = json.loads(tokenizer.to_str())["model"]
+    vocab = tuple(sorted(model["vocab"].items(), key=lambda item: item[1]))
+    merges = tuple(
+        tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in model["merges"]
+    )
+    return vocab, merges
 
 
 def build_qwen_tokenizer(family: str = "qwen3_vl") -> Qwen2Tokenizer:
@@ -356,7 +399,7 @@ def build_qwen_tokenizer(family: str = "qwen3_vl") -> Qwen2Tokenizer:
         raise ConfigError(
             f"family: unknown Qwen-VL family {family!r}; expected one of {sorted(CHAT_TEMPLATES)}"
         )
-    vocab_items, merges = _trained_bpe()
+    vocab_items, merges = _trained_bpe("qwen")
     vocab = dict(vocab_items)
     base = len(vocab)
     # Reserve the added tokens' ids in the given order, so ids do not depend on how the constructor adds eos/pad.
@@ -377,4 +420,94 @@ def build_qwen_tokenizer(family: str = "qwen3_vl") -> Qwen2Tokenizer:
     extra = [token for token, special in QWEN_VL_ADDED_TOKENS if special and token != "<|endoftext|>"]
     tokenizer.add_special_tokens({"extra_special_tokens": extra})
     tokenizer.chat_template = CHAT_TEMPLATES[family]
+    return tokenizer
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Text-encoder tokenizers for the tiny diffusers pipelines, of the classes the pipelines declare.
+# ----------------------------------------------------------------------------------------------------------------
+#: The chat-header tokens of the Llama-3 text encoder that HunyuanVideo's prompt template is written in.
+LLAMA3_HEADER_TOKENS = ("<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>")
+
+_T5_PIECE_RE = re.compile(r"[A-Za-z]+|\d|[^\sA-Za-z\d]+")
+
+
+@functools.lru_cache(maxsize=1)
+def _t5_pieces() -> tuple[tuple[str, float], ...]:
+    """Unigram pieces with log-frequency scores counted on the corpus, plus low-scored single-character fallbacks."""
+    counts: collections.Counter[str] = collections.Counter()
+    for line in training_corpus():
+        for chunk in line.split():
+            parts = _T5_PIECE_RE.findall(chunk)
+            counts.update(["\u2581" + parts[0], *parts[1:]])
+    total = sum(counts.values())
+    pieces = [
+        (piece, math.log(count / total))
+        for piece, count in sorted(counts.items(), key=lambda i: (-i[1], i[0]))
+    ]
+    known = set(counts)
+    floor = math.log(0.5 / total) - 10.0  # any real piece beats a spelling out of characters
+    for char in ["\u2581"] + [chr(code) for code in range(33, 127)]:
+        for piece in (char, "\u2581" + char) if char != "\u2581" else (char,):
+            if piece not in known:
+                pieces.append((piece, floor))
+                known.add(piece)
+    return tuple(pieces)
+
+
+def build_t5_tokenizer(model_max_length: int = 512) -> T5Tokenizer:
+    """A T5 tokenizer (SentencePiece-style Unigram) over a fixed vocabulary of toy-world words.
+
+    Used with the T5 / UMT5 text encoders of the Wan, CogVideoX and LTX pipelines. Special ids follow T5:
+    ``<pad>`` = 0, ``</s>`` = 1, ``<unk>`` = 2; characters outside printable ASCII map to ``<unk>``, as characters
+    outside a real T5 vocabulary do.
+    """
+    vocab = [("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), *_t5_pieces()]
+    return T5Tokenizer(vocab=vocab, extra_ids=0, model_max_length=model_max_length)
+
+
+def build_clip_tokenizer() -> CLIPTokenizer:
+    """A CLIP tokenizer (lower-cased byte-level BPE with ``</w>`` word ends) trained on the toy corpus.
+
+    As in CLIP, every byte exists both inside a word and at a word end, so no text is unknown, and
+    ``<|startoftext|>`` / ``<|endoftext|>`` come last. The sequence length limit is CLIP's 77.
+    """
+    trained, merges = _trained_bpe("clip")
+    vocab: dict[str, int] = {}
+    for token in [*_BYTE_ALPHABET, *(char + "</w>" for char in _BYTE_ALPHABET), *(t for t, _ in trained)]:
+        vocab.setdefault(token, len(vocab))
+    for token in ("<|startoftext|>", "<|endoftext|>"):
+        vocab[token] = len(vocab)
+    return CLIPTokenizer(vocab=vocab, merges=list(merges), model_max_length=77)
+
+
+def build_llama_tokenizer(model_max_length: int = 4096) -> LlamaTokenizer:
+    """A Llama tokenizer (metaspace BPE with byte fallback) trained on the toy corpus, for HunyuanVideo.
+
+    Layout as in Llama: ``<unk>``, ``<s>``, ``</s>``, the 256 byte-fallback tokens, then the trained pieces; a
+    ``<pad>`` token is appended because the pipeline pads prompts to a fixed length, and so are the Llama-3 header
+    tokens that HunyuanVideo's prompt template uses. Padding is on the right, as HunyuanVideo's text encoder expects
+    (it crops the prompt template from the left).
+    """
+    trained, merges = _trained_bpe("llama")
+    vocab: dict[str, int] = {}
+    for token in [
+        "<unk>",
+        "<s>",
+        "</s>",
+        *(f"<0x{byte:02X}>" for byte in range(256)),
+        *(t for t, _ in trained),
+    ]:
+        vocab.setdefault(token, len(vocab))
+    for token in ("<pad>", *LLAMA3_HEADER_TOKENS):
+        vocab[token] = len(vocab)
+    tokenizer = LlamaTokenizer(
+        vocab=vocab,
+        merges=list(merges),
+        pad_token="<pad>",
+        add_bos_token=True,
+        padding_side="right",
+        model_max_length=model_max_length,
+    )
+    tokenizer.add_special_tokens({"extra_special_tokens": list(LLAMA3_HEADER_TOKENS)})
     return tokenizer
