@@ -13,6 +13,7 @@ Frames are taken as sampled (see ``descore.video_io``): the processor never drop
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import math
@@ -31,22 +32,31 @@ from descore.video_processing import (
     PROCESSOR_NAME,
     VIDEO_PROCESSOR_NAME,
     QwenVideoProcessor,
-    read_config_json,
     num_llm_tokens,
+    read_config_json,
     temporal_patch_timestamps,
 )
 
 logger = logging.getLogger(__name__)
 
 # variant -> official processor class
-PROCESSOR_CLASSES = {"qwen3_vl": "Qwen3VLProcessor", "qwen2_5_vl": "Qwen2_5_VLProcessor", "qwen2_vl": "Qwen2VLProcessor"}
+PROCESSOR_CLASSES = {
+    "qwen3_vl": "Qwen3VLProcessor",
+    "qwen2_5_vl": "Qwen2_5_VLProcessor",
+    "qwen2_vl": "Qwen2VLProcessor",
+}
 _VARIANT_BY_CLASS = {
     "Qwen3VLProcessor": "qwen3_vl",
     "Qwen3VLMoeProcessor": "qwen3_vl",
     "Qwen2_5_VLProcessor": "qwen2_5_vl",
     "Qwen2VLProcessor": "qwen2_vl",
 }
-_VARIANT_BY_MODEL_TYPE = {"qwen3_vl": "qwen3_vl", "qwen3_vl_moe": "qwen3_vl", "qwen2_5_vl": "qwen2_5_vl", "qwen2_vl": "qwen2_vl"}
+_VARIANT_BY_MODEL_TYPE = {
+    "qwen3_vl": "qwen3_vl",
+    "qwen3_vl_moe": "qwen3_vl",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "qwen2_vl": "qwen2_vl",
+}
 DEFAULT_FPS = 24.0  # what the official processors assume when a video comes without fps
 
 
@@ -69,7 +79,9 @@ class QwenVLProcessor:
     ) -> None:
         variant = variant or ("qwen3_vl" if video_processor.family == "qwen3_vl" else "qwen2_5_vl")
         if variant not in PROCESSOR_CLASSES:
-            raise ConfigError(f"processor variant {variant!r} is unknown: expected one of {sorted(PROCESSOR_CLASSES)}")
+            raise ConfigError(
+                f"processor variant {variant!r} is unknown: expected one of {sorted(PROCESSOR_CLASSES)}"
+            )
         expected_family = FAMILY_BY_PROCESSOR_CLASS[PROCESSOR_CLASSES[variant]]
         if video_processor.family != expected_family:
             raise ConfigError(
@@ -79,7 +91,9 @@ class QwenVLProcessor:
         self.tokenizer = tokenizer
         self.video_processor = video_processor
         self.variant = variant
-        self.chat_template = chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+        self.chat_template = (
+            chat_template if chat_template is not None else getattr(tokenizer, "chat_template", None)
+        )
         self.image_processor_config = image_processor_config
         vocab = tokenizer.get_vocab()
 
@@ -112,13 +126,17 @@ class QwenVLProcessor:
         / ``preprocessor_config.json``)."""
         directory = Path(directory)
         if not directory.is_dir():
-            raise CheckpointError(f"{directory}: not a directory (expected a Qwen-VL checkpoint or processor folder)")
+            raise CheckpointError(
+                f"{directory}: not a directory (expected a Qwen-VL checkpoint or processor folder)"
+            )
         video_processor = QwenVideoProcessor.from_pretrained(directory)
         try:
             tokenizer = AutoTokenizer.from_pretrained(directory, local_files_only=True)
         except (OSError, ValueError) as err:
             raise CheckpointError(f"{directory}: cannot load the tokenizer ({err})") from None
-        configs = {name: read_config_json(directory / name) for name in _CONFIG_FILES if (directory / name).is_file()}
+        configs = {
+            name: read_config_json(directory / name) for name in _CONFIG_FILES if (directory / name).is_file()
+        }
         return cls(
             tokenizer,
             video_processor,
@@ -156,14 +174,18 @@ class QwenVLProcessor:
         }
 
     # ----------------------------------------------------------------- text
-    def apply_chat_template(self, conversation: list[dict[str, Any]] | list[list[dict[str, Any]]], **kwargs: Any) -> Any:
+    def apply_chat_template(
+        self, conversation: list[dict[str, Any]] | list[list[dict[str, Any]]], **kwargs: Any
+    ) -> Any:
         """Render a conversation with the tokenizer's chat template (``tokenize=False`` unless asked): the result,
         with one ``<|video_pad|>`` per video, is what :meth:`__call__` takes as ``text``."""
         kwargs.setdefault("tokenize", False)
         kwargs.setdefault("chat_template", self.chat_template)
         return self.tokenizer.apply_chat_template(conversation, **kwargs)
 
-    def video_placeholder(self, grid_thw: Sequence[int] | torch.Tensor, timestamps: Sequence[float] | None = None) -> str:
+    def video_placeholder(
+        self, grid_thw: Sequence[int] | torch.Tensor, timestamps: Sequence[float] | None = None
+    ) -> str:
         """The text one ``<|video_pad|>`` expands to for a video of this grid (Qwen3-VL needs its frame times)."""
         merge = self.video_processor.merge_size
         if self.variant != "qwen3_vl":
@@ -176,7 +198,9 @@ class QwenVLProcessor:
             raise PreprocessingError(
                 f"{len(timestamps)} timestamps give {len(patch_times)} temporal patches but the grid has {grid_t}"
             )
-        group = self.vision_start_token + self.video_token * (grid_h * grid_w // merge**2) + self.vision_end_token
+        group = (
+            self.vision_start_token + self.video_token * (grid_h * grid_w // merge**2) + self.vision_end_token
+        )
         return "".join(f"<{t:.1f} seconds>{group}" for t in patch_times)
 
     # ----------------------------------------------------------------- call
@@ -221,11 +245,15 @@ class QwenVLProcessor:
             )
         n_image_tokens = sum(t.count(self.image_token) for t in texts)
         if n_image_tokens:
-            raise PreprocessingError(f"text has {n_image_tokens} {self.image_token} placeholder(s): images are not supported")
+            raise PreprocessingError(
+                f"text has {n_image_tokens} {self.image_token} placeholder(s): images are not supported"
+            )
 
         data: dict[str, Any] = {}
         if videos:
-            video_inputs = self.video_processor(videos, quantize=quantize, min_pixels=min_pixels, max_pixels=max_pixels)
+            video_inputs = self.video_processor(
+                videos, quantize=quantize, min_pixels=min_pixels, max_pixels=max_pixels
+            )
             timestamps, fps = self._video_times(videos, video_timestamps, video_fps)
             grids = video_inputs["video_grid_thw"]
             replacements = iter(self.video_placeholder(grid, times) for grid, times in zip(grids, timestamps))
@@ -267,7 +295,9 @@ class QwenVLProcessor:
         """Per video: frame timestamps (seconds) and the sampled frames' fps."""
         count = len(videos)
         if video_timestamps is not None and len(video_timestamps) != count:
-            raise PreprocessingError(f"video_timestamps has {len(video_timestamps)} entries for {count} video(s)")
+            raise PreprocessingError(
+                f"video_timestamps has {len(video_timestamps)} entries for {count} video(s)"
+            )
         if video_fps is not None and not isinstance(video_fps, (int, float)) and len(video_fps) != count:
             raise PreprocessingError(f"video_fps has {len(video_fps)} entries for {count} video(s)")
         timestamps: list[list[float]] = []
@@ -286,7 +316,9 @@ class QwenVLProcessor:
                     raise PreprocessingError(
                         f"video {index}: {len(times)} timestamps for {num_frames} frames (need one per frame)"
                     )
-                if not all(math.isfinite(t) and t >= 0 for t in times) or any(b < a for a, b in zip(times, times[1:])):
+                if not all(math.isfinite(t) and t >= 0 for t in times) or any(
+                    b < a for a, b in itertools.pairwise(times)
+                ):
                     raise PreprocessingError(
                         f"video {index}: timestamps must be finite, non-negative seconds in increasing order"
                     )
@@ -294,7 +326,9 @@ class QwenVLProcessor:
                     rate = (len(times) - 1) / (times[-1] - times[0])
             needs_rate = (self.variant == "qwen3_vl" and times is None) or self.variant == "qwen2_5_vl"
             if rate is None and needs_rate:
-                logger.warning("video %d comes without timestamps or fps: assuming %.0f fps", index, DEFAULT_FPS)
+                logger.warning(
+                    "video %d comes without timestamps or fps: assuming %.0f fps", index, DEFAULT_FPS
+                )
             rate = DEFAULT_FPS if rate is None else rate
             if times is None:
                 times = [i / rate for i in range(num_frames)]
@@ -323,7 +357,9 @@ def _interleave(parts: list[str], replacements: Any) -> list[str]:
     return out
 
 
-def _variant_of(directory: Path, configs: dict[str, dict[str, Any]], video_processor: QwenVideoProcessor) -> str:
+def _variant_of(
+    directory: Path, configs: dict[str, dict[str, Any]], video_processor: QwenVideoProcessor
+) -> str:
     for name in (PROCESSOR_NAME, VIDEO_PROCESSOR_NAME, IMAGE_PROCESSOR_NAME):
         processor_class = configs.get(name, {}).get("processor_class")
         if processor_class in _VARIANT_BY_CLASS:

@@ -70,7 +70,13 @@ FAMILIES: dict[str, _Family] = {
         image_std=IMAGENET_STANDARD_STD,
         max_video_tokens=768,
         budget_over_frames=True,
-        sampling={"do_sample_frames": True, "fps": 2, "min_frames": 4, "max_frames": 768, "return_metadata": False},
+        sampling={
+            "do_sample_frames": True,
+            "fps": 2,
+            "min_frames": 4,
+            "max_frames": 768,
+            "return_metadata": False,
+        },
     ),
     "qwen2_vl": _Family(
         video_processor_type="Qwen2VLVideoProcessor",
@@ -138,25 +144,20 @@ def smart_resize(
     w_bar = round(width / factor) * factor
     if t_bar * h_bar * w_bar > max_pixels:
         beta = math.sqrt((frames * height * width) / max_pixels)
-        h_floor = math.floor(height / beta / factor) * factor
-        w_floor = math.floor(width / beta / factor) * factor
-        if h_floor < factor or w_floor < factor:
-            needed = math.ceil(frames * height * width * (factor / min(height, width)) ** 2)
-            raise PreprocessingError(
-                f"pixel budget max_pixels={max_pixels} cannot hold {frames} frame(s) of {height}x{width}: "
-                f"the shorter side would shrink below one {factor}-pixel block (patch_size x merge_size); "
-                f"use max_pixels >= {needed} (size['longest_edge'])"
-            )
-        h_bar, w_bar = h_floor, w_floor
+        h_bar = max(factor, math.floor(height / beta / factor) * factor)
+        w_bar = max(factor, math.floor(width / beta / factor) * factor)
     elif t_bar * h_bar * w_bar < min_pixels:
         beta = math.sqrt(min_pixels / (frames * height * width))
         h_bar = math.ceil(height * beta / factor) * factor
         w_bar = math.ceil(width * beta / factor) * factor
-        if t_bar * h_bar * w_bar > max_pixels:
-            raise PreprocessingError(
-                f"pixel budget [{min_pixels}, {max_pixels}] cannot be met by {frames} frame(s) of {height}x{width}: "
-                f"reaching min_pixels needs {h_bar}x{w_bar} per frame, which exceeds max_pixels"
-            )
+    else:
+        return h_bar, w_bar
+    if frames * h_bar * w_bar > max_pixels:
+        raise PreprocessingError(
+            f"pixel budget [min_pixels={min_pixels}, max_pixels={max_pixels}] cannot be met by {frames} frame(s) "
+            f"of {height}x{width}: the nearest size with sides multiple of {factor} (patch_size x merge_size), "
+            f"{h_bar}x{w_bar}, needs {frames * h_bar * w_bar} pixels; raise max_pixels (size['longest_edge'])"
+        )
     return h_bar, w_bar
 
 
@@ -182,7 +183,9 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, resample: int =
     """
     if resample not in _RESAMPLE_MODES:
         name = _RESAMPLE_NAMES.get(resample, str(resample))
-        raise ConfigError(f"resample={resample} ({name}) is not supported: use 3 (bicubic), 2 (bilinear) or 0 (nearest)")
+        raise ConfigError(
+            f"resample={resample} ({name}) is not supported: use 3 (bicubic), 2 (bilinear) or 0 (nearest)"
+        )
     mode = _RESAMPLE_MODES[resample]
     *lead, channels, old_h, old_w = frames.shape
     if (old_h, old_w) == (height, width) or frames.numel() == 0:
@@ -191,13 +194,20 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, resample: int =
     align_corners = None if mode == "nearest-exact" else False
     flat = frames.reshape(-1, channels, old_h, old_w)
     dtype = frames.dtype
-    if dtype == torch.uint8 and _native_uint8_resize(mode, frames.device):
-        out = F.interpolate(flat, size=[height, width], mode=mode, align_corners=align_corners, antialias=antialias)
-    elif dtype in (torch.float32, torch.float64):
-        out = F.interpolate(flat, size=[height, width], mode=mode, align_corners=align_corners, antialias=antialias)
+    native = dtype in (torch.float32, torch.float64) or (
+        dtype == torch.uint8 and _native_uint8_resize(mode, frames.device)
+    )
+    if native:
+        out = F.interpolate(
+            flat, size=[height, width], mode=mode, align_corners=align_corners, antialias=antialias
+        )
     elif dtype == torch.uint8 or dtype.is_floating_point:
         out = F.interpolate(
-            flat.to(torch.float32), size=[height, width], mode=mode, align_corners=align_corners, antialias=antialias
+            flat.to(torch.float32),
+            size=[height, width],
+            mode=mode,
+            align_corners=align_corners,
+            antialias=antialias,
         )
         if dtype == torch.uint8:
             if mode == "bicubic":
@@ -205,7 +215,9 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, resample: int =
             out = out.round()
         out = out.to(dtype)
     else:
-        raise PreprocessingError(f"frames have dtype {dtype}: expected float frames in [0, 1] or uint8 frames")
+        raise PreprocessingError(
+            f"frames have dtype {dtype}: expected float frames in [0, 1] or uint8 frames"
+        )
     return out.reshape(*lead, channels, height, width)
 
 
@@ -258,7 +270,9 @@ def temporal_patch_timestamps(timestamps: Sequence[float], temporal_patch_size: 
     if not times:
         raise PreprocessingError("video timestamps are empty: need one timestamp (seconds) per frame")
     times += [times[-1]] * (-len(times) % temporal_patch_size)
-    return [(times[i] + times[i + temporal_patch_size - 1]) / 2 for i in range(0, len(times), temporal_patch_size)]
+    return [
+        (times[i] + times[i + temporal_patch_size - 1]) / 2 for i in range(0, len(times), temporal_patch_size)
+    ]
 
 
 def num_llm_tokens(grid_thw: Sequence[int] | torch.Tensor, merge_size: int) -> int:
@@ -297,14 +311,22 @@ class QwenVideoProcessor:
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
-            raise ConfigError(f"video processor family {self.family!r} is unknown: expected one of {sorted(FAMILIES)}")
+            raise ConfigError(
+                f"video processor family {self.family!r} is unknown: expected one of {sorted(FAMILIES)}"
+            )
         fam = FAMILIES[self.family]
         self.patch_size = fam.patch_size if self.patch_size is None else int(self.patch_size)
         self.min_pixels = fam.size[0] if self.min_pixels is None else int(self.min_pixels)
         self.max_pixels = fam.size[1] if self.max_pixels is None else int(self.max_pixels)
-        self.image_mean = tuple(float(v) for v in (fam.image_mean if self.image_mean is None else self.image_mean))
-        self.image_std = tuple(float(v) for v in (fam.image_std if self.image_std is None else self.image_std))
-        self.max_video_tokens = fam.max_video_tokens if self.max_video_tokens is None else int(self.max_video_tokens)
+        self.image_mean = tuple(
+            float(v) for v in (fam.image_mean if self.image_mean is None else self.image_mean)
+        )
+        self.image_std = tuple(
+            float(v) for v in (fam.image_std if self.image_std is None else self.image_std)
+        )
+        self.max_video_tokens = (
+            fam.max_video_tokens if self.max_video_tokens is None else int(self.max_video_tokens)
+        )
         self.resample = int(self.resample)
         self.extra = {**fam.sampling, **self.extra}
         for name in ("patch_size", "temporal_patch_size", "merge_size"):
@@ -364,7 +386,11 @@ class QwenVideoProcessor:
         )
         known = {name: config.pop(name) for name in names if name in config and config[name] is not None}
         return cls(
-            family=family, min_pixels=size["shortest_edge"], max_pixels=size["longest_edge"], extra=config, **known
+            family=family,
+            min_pixels=size["shortest_edge"],
+            max_pixels=size["longest_edge"],
+            extra=config,
+            **known,
         )
 
     @staticmethod
@@ -410,7 +436,9 @@ class QwenVideoProcessor:
         ``video_processor``), then ``video_preprocessor_config.json``, then ``preprocessor_config.json``."""
         directory = Path(directory)
         if not directory.is_dir():
-            raise ConfigError(f"{directory}: not a directory (expected a checkpoint folder with processor configs)")
+            raise ConfigError(
+                f"{directory}: not a directory (expected a checkpoint folder with processor configs)"
+            )
         nested = directory / PROCESSOR_NAME
         if nested.is_file():
             processor = read_config_json(nested)
@@ -457,7 +485,9 @@ class QwenVideoProcessor:
             per_frame = max(min(frame_cap, self.max_pixels // num_frames), int(self.min_pixels * 1.05))
             return per_frame * num_frames
         total = int(self.max_video_tokens * self.factor * self.factor * 0.9)
-        return max(min(self.max_pixels, total * self.temporal_patch_size // num_frames), int(self.min_pixels * 1.05))
+        return max(
+            min(self.max_pixels, total * self.temporal_patch_size // num_frames), int(self.min_pixels * 1.05)
+        )
 
     def target_size(self, num_frames: int, height: int, width: int) -> tuple[int, int]:
         """(height, width) the frames are resized to."""
@@ -487,7 +517,9 @@ class QwenVideoProcessor:
     # ----------------------------------------------------------------- pixels
     def _check_frames(self, frames: torch.Tensor, index: int) -> torch.Tensor:
         if not isinstance(frames, torch.Tensor):
-            raise PreprocessingError(f"video {index}: expected a torch.Tensor (T, C, H, W), got {type(frames).__name__}")
+            raise PreprocessingError(
+                f"video {index}: expected a torch.Tensor (T, C, H, W), got {type(frames).__name__}"
+            )
         if frames.ndim != 4:
             raise PreprocessingError(
                 f"video {index}: frames have shape {tuple(frames.shape)}: expected (T, C, H, W) with C = 3 (or 1)"
@@ -526,7 +558,9 @@ class QwenVideoProcessor:
                 std = torch.tensor(self.image_std) * (1.0 / self.rescale_factor)
                 return self._affine(frames.to(torch.float32), mean, std)
             if self.do_normalize:
-                return self._affine(frames.to(torch.float32), torch.tensor(self.image_mean), torch.tensor(self.image_std))
+                return self._affine(
+                    frames.to(torch.float32), torch.tensor(self.image_mean), torch.tensor(self.image_std)
+                )
             if self.do_rescale:
                 return frames * self.rescale_factor
             return frames.to(torch.float32)
@@ -535,7 +569,9 @@ class QwenVideoProcessor:
         if not math.isclose(scale, 1.0, rel_tol=1e-12):
             frames = frames * scale
         if self.do_normalize:
-            return self._affine(frames.to(torch.float32), torch.tensor(self.image_mean), torch.tensor(self.image_std))
+            return self._affine(
+                frames.to(torch.float32), torch.tensor(self.image_mean), torch.tensor(self.image_std)
+            )
         return frames.to(torch.float32)
 
     @staticmethod
@@ -558,7 +594,9 @@ class QwenVideoProcessor:
         try:
             new_h, new_w = self.target_size(num_frames, height, width)
         except PreprocessingError as err:
-            raise PreprocessingError(f"video {index} ({num_frames} frames of {height}x{width}): {err}") from None
+            raise PreprocessingError(
+                f"video {index} ({num_frames} frames of {height}x{width}): {err}"
+            ) from None
         if frames.dtype == torch.uint8:
             pixels = self._normalize(resize_frames(frames, new_h, new_w, self.resample), uint8_scale=True)
         else:
@@ -576,11 +614,13 @@ class QwenVideoProcessor:
         """A copy with another pixel budget (``None`` keeps the current value), like the official ``size=`` kwarg."""
         if min_pixels is None and max_pixels is None:
             return self
-        return replace(
-            self,
-            min_pixels=self.min_pixels if min_pixels is None else min_pixels,
-            max_pixels=self.max_pixels if max_pixels is None else max_pixels,
-        )
+        low = self.min_pixels if min_pixels is None else min_pixels
+        high = self.max_pixels if max_pixels is None else max_pixels
+        if not 0 < low <= high:
+            raise PreprocessingError(
+                f"pixel budget min_pixels={low}, max_pixels={high} is invalid: need 0 < min_pixels <= max_pixels"
+            )
+        return replace(self, min_pixels=low, max_pixels=high)
 
     def __call__(
         self,
@@ -606,7 +646,10 @@ class QwenVideoProcessor:
             patches.append(flat)
             grids.append(list(grid))
         return BatchFeature(
-            {"pixel_values_videos": torch.cat(patches, dim=0), "video_grid_thw": torch.tensor(grids, dtype=torch.long)}
+            {
+                "pixel_values_videos": torch.cat(patches, dim=0),
+                "video_grid_thw": torch.tensor(grids, dtype=torch.long),
+            }
         )
 
 

@@ -60,35 +60,86 @@ PROMPT = "Rate the physical realism of the motion."
 # every smart-resize branch is hit while grids stay small (the fixture must stay well under 2 MB).
 CASES: list[dict[str, Any]] = [
     # Qwen3-VL: odd count, budget met exactly by rounding (40 x 56 -> 32 x 64, grid 3 x 2 x 4), 24 fps source
-    {"name": "q3_t5_fps24", "processor": "qwen3_vl", "size": (1024, 8192), "videos": [(5, 40, 56, 24.0, 24, 5)]},
+    {
+        "name": "q3_t5_fps24",
+        "processor": "qwen3_vl",
+        "size": (1024, 8192),
+        "videos": [(5, 40, 56, 24.0, 24, 5)],
+    },
     # Qwen3-VL: budget-limited shrink (80 x 64 -> 32 x 32), 3 frames, 10 fps source; float input too
-    {"name": "q3_t3_shrink", "processor": "qwen3_vl", "size": (1024, 4096), "float": True,
-     "videos": [(3, 80, 64, 10.0, 12, 4)]},
+    {
+        "name": "q3_t3_shrink",
+        "processor": "qwen3_vl",
+        "size": (1024, 4096),
+        "float": True,
+        "videos": [(3, 80, 64, 10.0, 12, 4)],
+    },
     # Qwen3-VL: frame smaller than one block (20 x 50) -> upscale, then the min-pixels enlarge branch; float too
-    {"name": "q3_t2_enlarge", "processor": "qwen3_vl", "size": (4097, 65536), "float": True,
-     "videos": [(2, 20, 50, 8.0, 2, 1)]},
+    {
+        "name": "q3_t2_enlarge",
+        "processor": "qwen3_vl",
+        "size": (4097, 65536),
+        "float": True,
+        "videos": [(2, 20, 50, 8.0, 2, 1)],
+    },
     # Qwen3-VL: per-frame cap (cap_pixels_per_frame=True), 7 frames
-    {"name": "q3_t7_cap", "processor": "qwen3_vl", "size": (1024, 14336), "cap": True,
-     "videos": [(7, 48, 48, 30.0, 70, 10)]},
+    {
+        "name": "q3_t7_cap",
+        "processor": "qwen3_vl",
+        "size": (1024, 14336),
+        "cap": True,
+        "videos": [(7, 48, 48, 30.0, 70, 10)],
+    },
     # Qwen3-VL: 9 frames of odd size, 30 fps source
-    {"name": "q3_t9_fps30", "processor": "qwen3_vl", "size": (1024, 18432), "videos": [(9, 33, 47, 30.0, 27, 3)]},
+    {
+        "name": "q3_t9_fps30",
+        "processor": "qwen3_vl",
+        "size": (1024, 18432),
+        "videos": [(9, 33, 47, 30.0, 27, 3)],
+    },
     # Qwen3-VL: two texts, two videos in the first and none in the second, left padding
-    {"name": "q3_batch", "processor": "qwen3_vl", "size": (1024, 8192), "texts": [2, 0],
-     "videos": [(2, 32, 32, 25.0, 30, 15), (3, 45, 34, 12.5, 40, 13)]},
+    {
+        "name": "q3_batch",
+        "processor": "qwen3_vl",
+        "size": (1024, 8192),
+        "texts": [2, 0],
+        "videos": [(2, 32, 32, 25.0, 30, 15), (3, 45, 34, 12.5, 40, 13)],
+    },
     # Qwen2.5-VL: odd count, per-frame budget met exactly (40 x 56 -> 28 x 56), 30 fps source
     {"name": "q25_t5", "processor": "qwen2_5_vl", "size": (784, 1568), "videos": [(5, 40, 56, 30.0, 60, 12)]},
     # Qwen2.5-VL: budget-limited shrink (64 x 60 -> 28 x 28); float input too
-    {"name": "q25_t3_shrink", "processor": "qwen2_5_vl", "size": (784, 1568), "float": True,
-     "videos": [(3, 64, 60, 24.0, 9, 3)]},
+    {
+        "name": "q25_t3_shrink",
+        "processor": "qwen2_5_vl",
+        "size": (784, 1568),
+        "float": True,
+        "videos": [(3, 64, 60, 24.0, 9, 3)],
+    },
     # Qwen2.5-VL: min-pixels enlarge (24 x 30 -> 56 x 56); float input too
-    {"name": "q25_t2_enlarge", "processor": "qwen2_5_vl", "size": (1568, 12544), "float": True,
-     "videos": [(2, 24, 30, 2.0, 2, 1)]},
+    {
+        "name": "q25_t2_enlarge",
+        "processor": "qwen2_5_vl",
+        "size": (1568, 12544),
+        "float": True,
+        "videos": [(2, 24, 30, 2.0, 2, 1)],
+    },
     # Qwen2.5-VL: per-frame cap with a small max_video_tokens, 7 frames
-    {"name": "q25_t7_cap", "processor": "qwen2_5_vl", "size": (784, 12544), "cap": True, "max_video_tokens": 4,
-     "videos": [(7, 56, 56, 15.0, 21, 3)]},
+    {
+        "name": "q25_t7_cap",
+        "processor": "qwen2_5_vl",
+        "size": (784, 12544),
+        "cap": True,
+        "max_video_tokens": 4,
+        "videos": [(7, 56, 56, 15.0, 21, 3)],
+    },
     # Qwen2.5-VL: batch of two texts with one video each, different fps
-    {"name": "q25_batch", "processor": "qwen2_5_vl", "size": (784, 1568), "texts": [1, 1],
-     "videos": [(2, 28, 28, 6.0, 6, 3), (4, 30, 40, 20.0, 40, 10)]},
+    {
+        "name": "q25_batch",
+        "processor": "qwen2_5_vl",
+        "size": (784, 1568),
+        "texts": [1, 1],
+        "videos": [(2, 28, 28, 6.0, 6, 3), (4, 30, 40, 20.0, 40, 10)],
+    },
     # Qwen2-VL (the Qwen2.5-VL folder, Qwen2VLProcessor): no second_per_grid_ts, no timestamps
     {"name": "q2_t3", "processor": "qwen2_vl", "size": (784, 1568), "videos": [(3, 36, 36, 24.0, 3, 1)]},
 ]
@@ -159,7 +210,9 @@ def run_case(case: dict[str, Any], base: Any, tensors: dict[str, torch.Tensor]) 
     for index, (frames, height, width, fps, total, stride) in enumerate(case["videos"]):
         array = make_frames(frames, height, width, seed=len(tensors) + index)
         indices = [i * stride for i in range(frames)]
-        md = VideoMetadata(total_num_frames=total, fps=fps, frames_indices=indices, height=height, width=width)
+        md = VideoMetadata(
+            total_num_frames=total, fps=fps, frames_indices=indices, height=height, width=width
+        )
         key = f"{name}/frames{index}"
         tensors[key] = torch.from_numpy(array).permute(0, 3, 1, 2).contiguous()
         videos.append(array)
@@ -178,7 +231,9 @@ def run_case(case: dict[str, Any], base: Any, tensors: dict[str, torch.Tensor]) 
     counts = case.get("texts", [1])
     texts = []
     for count in counts:
-        content = [{"type": "video"}] * count + [{"type": "text", "text": PROMPT if count else "No video here."}]
+        content = [{"type": "video"}] * count + [
+            {"type": "text", "text": PROMPT if count else "No video here."}
+        ]
         texts.append(
             base.tokenizer.apply_chat_template(
                 [{"role": "user", "content": content}], tokenize=False, add_generation_prompt=True
@@ -189,10 +244,14 @@ def run_case(case: dict[str, Any], base: Any, tensors: dict[str, torch.Tensor]) 
     for key in ("pixel_values_videos", "video_grid_thw", "input_ids", "attention_mask", "mm_token_type_ids"):
         tensors[f"{name}/{key}"] = out[key].contiguous()
     if "second_per_grid_ts" in out:
-        tensors[f"{name}/second_per_grid_ts"] = torch.as_tensor(out["second_per_grid_ts"], dtype=torch.float32)
+        tensors[f"{name}/second_per_grid_ts"] = torch.as_tensor(
+            out["second_per_grid_ts"], dtype=torch.float32
+        )
     if case.get("float"):
         float_videos = [torch.from_numpy(v).permute(0, 3, 1, 2).float() / 255 for v in videos]
-        float_out = video_processor(float_videos, video_metadata=metadata, do_sample_frames=False, do_rescale=False)
+        float_out = video_processor(
+            float_videos, video_metadata=metadata, do_sample_frames=False, do_rescale=False
+        )
         tensors[f"{name}/pixel_values_videos_float"] = float_out["pixel_values_videos"].contiguous()
     logger.info("%s: grids %s, %d tokens", name, out["video_grid_thw"].tolist(), out["input_ids"].shape[1])
     return {
