@@ -235,6 +235,8 @@ def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
         raise VideoError(f"{name}: unsupported array dtype {array.dtype}; use uint8 in [0, 255] or float in [0, 1]")
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
+    if not array.flags.writeable:  # e.g. np.asarray(PIL image); torch warns on read-only memory
+        array = array.copy()
     try:
         return torch.from_numpy(np.ascontiguousarray(array))
     except TypeError as err:
