@@ -31,7 +31,9 @@ def make_clip(path: Path) -> Path:
     yy, xx = np.mgrid[0:SIZE, 0:SIZE]
     frames = np.empty((count, SIZE, SIZE, 3), np.uint8)
     for k in range(count):
-        frame = np.stack([(xx + 2 * k) % 256, (yy + k) % 256, np.full_like(xx, 128)], axis=-1).astype(np.float32)
+        frame = np.stack([(xx + 2 * k) % 256, (yy + k) % 256, np.full_like(xx, 128)], axis=-1).astype(
+            np.float32
+        )
         x0, y0 = (5 * k) % (SIZE - 48), (3 * k) % (SIZE - 48)
         frame[y0 : y0 + 48, x0 : x0 + 48] = (255, 40, 40)
         x1 = SIZE - 32 - (4 * k) % (SIZE - 32)
@@ -46,13 +48,14 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=7, help="timed reads of each kind (median reported)")
     parser.add_argument("--fps", type=float, default=2.0, help="sampling rate")
     args = parser.parse_args()
-    torch.set_num_threads(1)
 
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
         clip = make_clip(Path(folder) / "clip.mp4")
-        print(f"wrote {clip.name}: {SECONDS} s, {SIZE}x{SIZE}, {SOURCE_FPS} fps, "
-              f"{clip.stat().st_size / 1e6:.2f} MB in {time.perf_counter() - start:.1f} s")
+        print(
+            f"wrote {clip.name}: {SECONDS} s, {SIZE}x{SIZE}, {SOURCE_FPS} fps, "
+            f"{clip.stat().st_size / 1e6:.2f} MB in {time.perf_counter() - start:.1f} s"
+        )
 
         seek = read_video(clip, fps=args.fps, strategy="seek")  # warm-up, and the reference result
         straight = read_video(clip, fps=args.fps, strategy="sequential")
@@ -61,15 +64,17 @@ def main() -> None:
 
         times: dict[str, list[float]] = {"seek": [], "sequential": []}
         for _ in range(args.rounds):
-            for strategy in times:
+            for strategy, runs in times.items():
                 start = time.perf_counter()
                 read_video(clip, fps=args.fps, strategy=strategy)
-                times[strategy].append(time.perf_counter() - start)
+                runs.append(time.perf_counter() - start)
 
     seek_ms = statistics.median(times["seek"]) * 1000
     straight_ms = statistics.median(times["sequential"]) * 1000
-    print(f"sampled {seek.num_frames} of {SECONDS * SOURCE_FPS} frames at {args.fps:g} fps "
-          f"(indices {seek.frame_indices[:4].tolist()} ...)")
+    print(
+        f"sampled {seek.num_frames} of {SECONDS * SOURCE_FPS} frames at {args.fps:g} fps "
+        f"(indices {seek.frame_indices[:4].tolist()} ...)"
+    )
     print(f"decode every frame, subsample: {straight_ms:7.1f} ms (median of {args.rounds})")
     print(f"seek to sampled frames:        {seek_ms:7.1f} ms (median of {args.rounds})")
     print(f"ratio (sequential / seek):     {straight_ms / seek_ms:7.2f}x   (goal >= 3x)")

@@ -16,12 +16,14 @@ from __future__ import annotations
 import bisect
 import logging
 import math
+import numbers
 import os
 import re
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, Mapping, Sequence, Union
+from typing import Any, Literal, Union
 
 import av
 import numpy as np
@@ -52,8 +54,24 @@ KEYFRAME_SECONDS = 1 / 6
 #: Codecs whose keyframes can be decoded on their own, so seeking to a keyframe is exact. GIF and animated-image
 #: codecs draw each frame over the previous one and are always decoded from the start.
 _SEEKABLE_CODECS = frozenset(
-    {"h264", "hevc", "av1", "vp8", "vp9", "mpeg4", "mpeg2video", "mpeg1video", "mjpeg", "prores", "dnxhd",
-     "theora", "h263", "ffv1", "png", "qtrle", "rawvideo"}
+    {
+        "h264",
+        "hevc",
+        "av1",
+        "vp8",
+        "vp9",
+        "mpeg4",
+        "mpeg2video",
+        "mpeg1video",
+        "mjpeg",
+        "prores",
+        "dnxhd",
+        "theora",
+        "h263",
+        "ffv1",
+        "png",
+        "rawvideo",
+    }
 )
 
 # Cost model for choosing between seeking and decoding straight through, in units of one inter-frame decode.
@@ -91,7 +109,9 @@ class Video:
             )
         count = self.frames.shape[0]
         if tuple(self.timestamps.shape) != (count,):
-            raise VideoError(f"{self.source}: {count} frames but timestamps of shape {tuple(self.timestamps.shape)}")
+            raise VideoError(
+                f"{self.source}: {count} frames but timestamps of shape {tuple(self.timestamps.shape)}"
+            )
         if self.frame_indices is not None and tuple(self.frame_indices.shape) != (count,):
             raise VideoError(
                 f"{self.source}: {count} frames but frame_indices of shape {tuple(self.frame_indices.shape)}"
@@ -125,12 +145,16 @@ class Video:
 
 
 def _check_positive(name: str, value: float | None) -> None:
-    if value is not None and not (isinstance(value, (int, float)) and math.isfinite(value) and value > 0):
+    if value is not None and not (
+        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    ):
         raise ConfigError(f"{name} must be a positive number, got {value!r}")
 
 
 def _check_count(name: str, value: int | None) -> None:
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1):
+    if value is not None and (
+        isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1
+    ):
         raise ConfigError(f"{name} must be a positive integer, got {value!r}")
 
 
@@ -232,7 +256,9 @@ def _pil_to_array(image: Image.Image) -> np.ndarray:
 
 def _array_to_tensor(array: np.ndarray, name: str) -> torch.Tensor:
     if array.dtype.kind not in "biuf":
-        raise VideoError(f"{name}: unsupported array dtype {array.dtype}; use uint8 in [0, 255] or float in [0, 1]")
+        raise VideoError(
+            f"{name}: unsupported array dtype {array.dtype}; use uint8 in [0, 255] or float in [0, 1]"
+        )
     if not array.dtype.isnative:
         array = array.astype(array.dtype.newbyteorder("="))
     if not array.flags.writeable:  # e.g. np.asarray(PIL image); torch warns on read-only memory
@@ -249,7 +275,9 @@ def _channel_axis(shape: tuple[int, ...], name: str) -> int:
     if first and last:
         if shape[1] != shape[3] and 3 in (shape[1], shape[3]):
             return 1 if shape[1] == 3 else 3
-        logger.warning("%s: shape %s could be (T, C, H, W) or (T, H, W, C); reading it as (T, C, H, W)", name, shape)
+        logger.warning(
+            "%s: shape %s could be (T, C, H, W) or (T, H, W, C); reading it as (T, C, H, W)", name, shape
+        )
         return 1
     if first:
         return 1
@@ -271,7 +299,9 @@ def _stack_frames(items: Sequence[Any], name: str) -> tuple[torch.Tensor, int | 
         channel_axis = None
     else:
         kinds = sorted({type(item).__name__ for item in items})
-        raise VideoError(f"{name}: a frame list must hold only PIL images or only arrays/tensors, got {kinds}")
+        raise VideoError(
+            f"{name}: a frame list must hold only PIL images or only arrays/tensors, got {kinds}"
+        )
     tensors = [item if isinstance(item, torch.Tensor) else _array_to_tensor(item, name) for item in arrays]
     first = tensors[0]
     for k, tensor in enumerate(tensors):
@@ -283,7 +313,9 @@ def _stack_frames(items: Sequence[Any], name: str) -> tuple[torch.Tensor, int | 
     if first.ndim == 2:  # grayscale frames
         return torch.stack(tensors).unsqueeze(1), 1
     if first.ndim != 3:
-        raise VideoError(f"{name}: each frame must be (C, H, W), (H, W, C) or (H, W), got shape {tuple(first.shape)}")
+        raise VideoError(
+            f"{name}: each frame must be (C, H, W), (H, W, C) or (H, W), got shape {tuple(first.shape)}"
+        )
     return torch.stack(tensors), channel_axis
 
 
@@ -329,10 +361,14 @@ def _normalize_frames(data: Any, name: str) -> torch.Tensor:
         if low < -RANGE_TOLERANCE or high > 1 + RANGE_TOLERANCE:
             hint = " (looks like [-1, 1]: pass (x + 1) / 2)" if low < -0.1 else ""
             hint = hint or (" (looks like [0, 255]: pass uint8 or x / 255)" if high > 2 else "")
-            raise VideoError(f"{name}: float frames must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}")
+            raise VideoError(
+                f"{name}: float frames must lie in [0, 1], got values in [{low:.4g}, {high:.4g}]{hint}"
+            )
         frames = tensor.to(torch.float32).clamp(0.0, 1.0)
     else:
-        raise VideoError(f"{name}: unsupported dtype {tensor.dtype}; use uint8 in [0, 255] or float in [0, 1]")
+        raise VideoError(
+            f"{name}: unsupported dtype {tensor.dtype}; use uint8 in [0, 255] or float in [0, 1]"
+        )
 
     channels = frames.shape[1]
     if channels == 1:
@@ -354,7 +390,8 @@ def to_video(obj: FrameInput, *, fps: float | None = None, name: str = "<video>"
     Accepts uint8 in [0, 255] or float in [0, 1] (within ``RANGE_TOLERANCE``, then clamped), as a tensor or array
     laid out (T, C, H, W) or (T, H, W, C) with 1, 3 or 4 channels, or a list of PIL images or (C, H, W) / (H, W, C) /
     (H, W) arrays or tensors. Gray is repeated to RGB, alpha is composited onto white. Float tensors keep their
-    autograd graph and device. ``fps`` is the frames' rate, giving timestamps k / fps (NaN when unknown).
+    autograd graph and device. ``fps`` is the frames' rate, giving timestamps k / fps (NaN when unknown). A
+    :class:`Video` is returned as it is.
     """
     _check_positive("fps", fps)
     if isinstance(obj, Video):
@@ -368,6 +405,26 @@ def to_video(obj: FrameInput, *, fps: float | None = None, name: str = "<video>"
         duration=None if fps is None else count / float(fps),
         frame_indices=torch.arange(count),
         source=name,
+    )
+
+
+def _with_rate(video: Video, fps: float) -> Video:
+    """A video of unknown rate with its timestamps filled in from ``fps``."""
+    if video.source_fps is not None:
+        if abs(video.source_fps - fps) > video.source_fps / 100:
+            raise ConfigError(
+                f"{video.source}: the video is {video.source_fps:.4g} fps; source_fps={fps} disagrees"
+            )
+        return video
+    indices = torch.arange(video.num_frames) if video.frame_indices is None else video.frame_indices
+    complete = torch.equal(indices, torch.arange(video.num_frames))
+    return Video(
+        frames=video.frames,
+        timestamps=indices.to(torch.float64) / fps,
+        source_fps=fps,
+        duration=video.num_frames / fps if complete else None,
+        frame_indices=indices,
+        source=video.source,
     )
 
 
@@ -404,7 +461,9 @@ class _StreamIndex:
 
     def seconds(self, positions: Sequence[int]) -> torch.Tensor:
         origin = self.pts[0]
-        return torch.tensor([float((self.pts[k] - origin) * self.time_base) for k in positions], dtype=torch.float64)
+        return torch.tensor(
+            [float((self.pts[k] - origin) * self.time_base) for k in positions], dtype=torch.float64
+        )
 
     def span(self) -> Fraction:
         """Seconds from the first frame's start to the last frame's end."""
@@ -414,7 +473,9 @@ class _StreamIndex:
         return (self.pts[-1] - self.pts[0] + max(step, 0)) * self.time_base
 
 
-def _scan_packets(container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str) -> _StreamIndex:
+def _scan_packets(
+    container: av.container.InputContainer, stream: av.video.stream.VideoStream, name: str
+) -> _StreamIndex:
     packets: list[tuple[int, bool, int]] = []
     listed = 0
     for packet in container.demux(stream):
@@ -424,7 +485,9 @@ def _scan_packets(container: av.container.InputContainer, stream: av.video.strea
         if packet.is_discard:
             continue
         if packet.pts is None:
-            raise VideoError(f"{name}: the video stream has packets without timestamps; remux it (e.g. into mp4)")
+            raise VideoError(
+                f"{name}: the video stream has packets without timestamps; remux it (e.g. into mp4)"
+            )
         packets.append((int(packet.pts), bool(packet.is_keyframe), int(packet.duration or 0)))
     declared = int(stream.frames or 0)
     if declared > listed:
@@ -471,15 +534,16 @@ def _uses_seek(index: _StreamIndex, targets: list[int]) -> bool:
         if current < 0 or key > current:
             seek_cost += _SEEK_OVERHEAD + _KEYFRAME_COST + (target - key)
         else:
-            seek_cost += target - current + (_KEYFRAME_COST - 1) * (
-                bisect.bisect_right(key_positions, target) - bisect.bisect_right(key_positions, current)
+            seek_cost += (
+                target
+                - current
+                + (_KEYFRAME_COST - 1)
+                * (bisect.bisect_right(key_positions, target) - bisect.bisect_right(key_positions, current))
             )
         current = target
     last = targets[-1]
     straight_cost = last + 1 + (_KEYFRAME_COST - 1) * bisect.bisect_right(key_positions, last)
     return seek_cost < straight_cost
-
-
 
 
 class _RGBConverter:
@@ -524,7 +588,9 @@ def _decode_seeking(
     current: int | None = None  # PTS of the last frame it gave
     for target in wanted:
         slot = bisect.bisect_right(index.keyframe_pts, target) - 1
-        must_seek = frames is None or current is None or current >= target or index.keyframe_pts[slot] > current
+        must_seek = (
+            frames is None or current is None or current >= target or index.keyframe_pts[slot] > current
+        )
         # If the decoder drops the target after a seek (open GOP, a loose seek index), retry one keyframe earlier.
         for start in (slot, slot - 1) if slot > 0 else (slot,):
             if must_seek:
@@ -548,11 +614,18 @@ def _decode(
         index.codec in _SEEKABLE_CODECS and bool(index.keyframe_pts) and index.keyframe_pts[0] == index.pts[0]
     )
     if strategy == "seek" and not seekable:
-        logger.info("%s: its %s frames cannot be reached by seeking; decoding from the start", name, index.codec)
-    seek = seekable and (strategy == "seek" or (strategy == "auto" and _uses_seek(index, sorted(set(positions)))))
+        logger.info(
+            "%s: its %s frames cannot be reached by seeking; decoding from the start", name, index.codec
+        )
+    seek = seekable and (
+        strategy == "seek" or (strategy == "auto" and _uses_seek(index, sorted(set(positions))))
+    )
     found: dict[int, np.ndarray] = {}
     progress = tqdm(
-        total=len(wanted), desc=f"decoding {path.name}", leave=False, disable=len(wanted) < _PROGRESS_MIN_FRAMES
+        total=len(wanted),
+        desc=f"decoding {path.name}",
+        leave=False,
+        disable=len(wanted) < _PROGRESS_MIN_FRAMES,
     )
     try:
         with av.open(str(path), metadata_errors="ignore") as container:
@@ -699,7 +772,11 @@ def _read_frame_folder(
     """Image files sorted by name (``frame_2`` before ``frame_10``); only the selected files are opened."""
     try:
         files = sorted(
-            (entry for entry in path.iterdir() if entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS),
+            (
+                entry
+                for entry in path.iterdir()
+                if entry.is_file() and entry.suffix.lower() in IMAGE_EXTENSIONS
+            ),
             key=_natural_key,
         )
     except OSError as err:
@@ -793,7 +870,7 @@ def read_video(
             video = _read_with_imageio(path, name, *args)
         except VideoError:
             raise
-        except Exception as imageio_error:  # imageio raises many types; the PyAV error is the primary cause
+        except Exception as imageio_error:  # noqa: BLE001 - imageio plugins raise many types; PyAV's error is the cause
             raise VideoError(
                 f"{name}: not a readable video{_describe_unreadable(path)}: PyAV: {pyav_error}; "
                 f"imageio: {type(imageio_error).__name__}: {imageio_error}"
@@ -821,25 +898,22 @@ def load_video(
     _check_positive("source_fps", source_fps)
     if isinstance(source, (str, os.PathLike)):
         return read_video(
-            source, fps=fps, num_frames=num_frames, max_frames=max_frames, min_frames=min_frames,
+            source,
+            fps=fps,
+            num_frames=num_frames,
+            max_frames=max_frames,
+            min_frames=min_frames,
             source_fps=source_fps,
         )
     if isinstance(source, Video):
-        video = source
-        if source_fps is not None and source_fps != video.source_fps:
-            video = Video(
-                frames=video.frames,
-                timestamps=_uniform_timestamps(range(video.num_frames), source_fps),
-                source_fps=float(source_fps),
-                duration=video.num_frames / source_fps,
-                frame_indices=torch.arange(video.num_frames),
-                source=name or video.source,
-            )
+        video = source if source_fps is None else _with_rate(source, float(source_fps))
     else:
         video = to_video(source, fps=source_fps, name=name or "<video>")
     if fps is None and num_frames is None and max_frames is None and min_frames is None:
         return video
-    positions = _select(video.source, video.num_frames, video.source_fps, fps, num_frames, min_frames, max_frames)
+    positions = _select(
+        video.source, video.num_frames, video.source_fps, fps, num_frames, min_frames, max_frames
+    )
     return _subsample(video, positions)
 
 
@@ -853,7 +927,10 @@ def _rate(fps: float) -> Fraction:
 
 
 def _encode_all(
-    container: av.container.OutputContainer, stream: av.video.stream.VideoStream, frames: list[av.VideoFrame], desc: str
+    container: av.container.OutputContainer,
+    stream: av.video.stream.VideoStream,
+    frames: list[av.VideoFrame],
+    desc: str,
 ) -> None:
     for frame in tqdm(frames, desc=desc, leave=False, disable=len(frames) < _PROGRESS_MIN_FRAMES):
         for packet in stream.encode(frame):
@@ -863,11 +940,16 @@ def _encode_all(
 
 
 def _write_yuv(
-    arrays: np.ndarray, path: Path, fps: float, codec: str, crf: int, keyframe_interval: int,
+    arrays: np.ndarray,
+    path: Path,
+    fps: float,
+    codec: str,
+    crf: int,
+    keyframe_interval: int,
     options: Mapping[str, str],
 ) -> None:
     """H.264 (mp4, mov, mkv) or VP9 (webm), yuv420p, no B-frames, a keyframe every ``keyframe_interval`` frames."""
-    count, height, width, _ = arrays.shape
+    height, width = arrays.shape[1:3]
     container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
     with av.open(str(path), "w", options=container_options) as container:
         if codec == "libx264" and (height % 2 or width % 2):
@@ -882,7 +964,14 @@ def _write_yuv(
         if codec == "libx264":
             base = {"crf": str(crf), "preset": "medium"}
         else:
-            base = {"crf": str(crf), "b": "0", "deadline": "good", "cpu-used": "5", "row-mt": "1", "lag-in-frames": "0"}
+            base = {
+                "crf": str(crf),
+                "b": "0",
+                "deadline": "good",
+                "cpu-used": "5",
+                "row-mt": "1",
+                "lag-in-frames": "0",
+            }
         stream.options = {**base, **options}
         video_frames = []
         for k, array in enumerate(arrays):
@@ -899,8 +988,10 @@ def _write_gif(arrays: np.ndarray, path: Path, fps: float) -> None:
     while single delays vary by 1 cs (24 fps -> 4, 4, 4, 5, ... cs).
     """
     if fps > 50:
-        logger.warning("%s: browsers slow GIFs above 50 fps down to 10 fps; writing %.4g fps anyway", path, fps)
-    count, height, width, _ = arrays.shape
+        logger.warning(
+            "%s: browsers slow GIFs above 50 fps down to 10 fps; writing %.4g fps anyway", path, fps
+        )
+    height, width = arrays.shape[1:3]
     with av.open(str(path), "w") as container:
         stream = container.add_stream("gif", rate=_rate(fps))
         stream.width, stream.height, stream.pix_fmt = width, height, "pal8"
@@ -909,8 +1000,12 @@ def _write_gif(arrays: np.ndarray, path: Path, fps: float) -> None:
         stream.options = {"gifflags": "0"}
         gif_frames = []
         for k, array in enumerate(arrays):
-            quantized = Image.fromarray(array).quantize(256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE)
-            palette = np.zeros((256, 4), np.uint8)  # ARGB, every entry opaque: a transparent one corrupts frames
+            quantized = Image.fromarray(array).quantize(
+                256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+            )
+            palette = np.zeros(
+                (256, 4), np.uint8
+            )  # ARGB, every entry opaque: a transparent one corrupts frames
             palette[:, 0] = 255
             colours = np.asarray(quantized.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
             palette[: len(colours), 1:] = colours
@@ -947,11 +1042,15 @@ def write_video(
     _check_count("keyframe_interval", keyframe_interval)
     codec = _WRITERS.get(path.suffix.lower())
     if codec is None:
-        raise ConfigError(f"{path}: cannot write {path.suffix or 'files without extension'!r}; use {sorted(_WRITERS)}")
+        raise ConfigError(
+            f"{path}: cannot write {path.suffix or 'files without extension'!r}; use {sorted(_WRITERS)}"
+        )
     if codec == "gif" and fps > 100:
         raise ConfigError(f"{path}: GIF cannot store more than 100 frames per second, got fps={fps}")
     video = frames if isinstance(frames, Video) else to_video(frames, name=f"frames for {path}")
-    arrays = (video.frames.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    arrays = (
+        (video.frames.detach().clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    )
     interval = keyframe_interval or max(1, round(fps * KEYFRAME_SECONDS))
     partial = path.with_name(f".{path.stem}.partial{path.suffix}")
     try:

@@ -93,7 +93,9 @@ def test_index_rule_matches_qwen3_vl_processor() -> None:
                 assert ours == expected, (total, source_fps, fps)
         for count in (1, 2, 7, 8, 16, 33):
             metadata = VideoMetadata(total_num_frames=total, fps=24.0)
-            expected = qwen3.Qwen3VLVideoProcessor.sample_frames(processor, metadata, num_frames=count).tolist()
+            expected = qwen3.Qwen3VLVideoProcessor.sample_frames(
+                processor, metadata, num_frames=count
+            ).tolist()
             assert sample_frame_indices(total, 24.0, num_frames=count) == expected, (total, count)
 
 
@@ -123,7 +125,9 @@ def test_index_rule_shape_and_arguments() -> None:
 
 @pytest.mark.parametrize("strategy", ["seek", "sequential", "auto"])
 @pytest.mark.parametrize("ext", ["mp4", "webm"])
-def test_sampled_frames_are_exactly_the_chosen_ones(coded_videos: dict[str, Path], ext: str, strategy: str) -> None:
+def test_sampled_frames_are_exactly_the_chosen_ones(
+    coded_videos: dict[str, Path], ext: str, strategy: str
+) -> None:
     path = coded_videos[ext]
     for sampling in ({"fps": 2}, {"fps": 5.5}, {"num_frames": 7}, {"num_frames": 100}, {}):
         video = read_video(path, strategy=strategy, **sampling)
@@ -131,14 +135,18 @@ def test_sampled_frames_are_exactly_the_chosen_ones(coded_videos: dict[str, Path
         assert video.frame_indices.tolist() == expected, sampling
         assert decode_indices(video) == expected, sampling
         assert video.source_fps == 24.0
-        torch.testing.assert_close(video.timestamps, torch.tensor(expected, dtype=torch.float64) / 24, atol=1e-3, rtol=0)
+        torch.testing.assert_close(
+            video.timestamps, torch.tensor(expected, dtype=torch.float64) / 24, atol=1e-3, rtol=0
+        )
 
 
 def test_gif_frames_and_centisecond_timestamps(coded_videos: dict[str, Path]) -> None:
     video = read_video(coded_videos["gif"], fps=2)
     assert decode_indices(video) == video.frame_indices.tolist() == sample_frame_indices(100, 24.0, fps=2)
     # GIF delays are whole centiseconds: frame k starts at round(100 k / 24) / 100 s.
-    expected = torch.tensor([round(100 * k / 24) / 100 for k in video.frame_indices.tolist()], dtype=torch.float64)
+    expected = torch.tensor(
+        [round(100 * k / 24) / 100 for k in video.frame_indices.tolist()], dtype=torch.float64
+    )
     torch.testing.assert_close(video.timestamps, expected)
     assert video.source_fps == pytest.approx(24.0, rel=0.01)
     assert video.sampled_fps == pytest.approx(7 / float(video.timestamps[-1]))
@@ -164,7 +172,9 @@ def test_variable_frame_rate_timestamps_come_from_pts(tmp_path: Path) -> None:
     for strategy in ("seek", "sequential"):
         video = read_video(path, num_frames=4, strategy=strategy)
         assert video.frame_indices.tolist() == [0, 3, 6, 9] == decode_indices(video)
-        torch.testing.assert_close(video.timestamps, torch.tensor([0.0, 0.2, 0.54, 1.04], dtype=torch.float64))
+        torch.testing.assert_close(
+            video.timestamps, torch.tensor([0.0, 0.2, 0.54, 1.04], dtype=torch.float64)
+        )
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -173,8 +183,10 @@ def test_variable_frame_rate_timestamps_come_from_pts(tmp_path: Path) -> None:
 
 def _chroma_subsampling_error(frames: np.ndarray) -> float:
     """Mean error of RGB -> yuv420p -> RGB alone: the floor any 4:2:0 codec starts from (large on tiny frames)."""
-    back = [av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p").to_ndarray(format="rgb24")
-            for f in frames]
+    back = [
+        av.VideoFrame.from_ndarray(f, format="rgb24").reformat(format="yuv420p").to_ndarray(format="rgb24")
+        for f in frames
+    ]
     return float(np.abs(np.stack(back).astype(np.float64) - frames).mean() / 255)
 
 
@@ -214,7 +226,9 @@ def test_write_accepts_every_in_memory_format(tmp_path: Path) -> None:
         "pil": [Image.fromarray(f) for f in frames],
         "video": to_video(frames, fps=12),
     }
-    written = [read_video(write_video(obj, tmp_path / f"{key}.mp4", fps=12)).frames for key, obj in inputs.items()]
+    written = [
+        read_video(write_video(obj, tmp_path / f"{key}.mp4", fps=12)).frames for key, obj in inputs.items()
+    ]
     for frames_back in written[1:]:
         assert torch.equal(frames_back, written[0])
 
@@ -285,9 +299,8 @@ def test_animated_webp_reads_through_imageio(tmp_path: Path) -> None:
     path = tmp_path / "anim.webp"
     images = [Image.fromarray(f) for f in frames]
     images[0].save(path, save_all=True, append_images=images[1:], duration=100, loop=0, lossless=True)
-    with pytest.raises(av.FFmpegError):  # the premise: PyAV cannot decode animated WebP
-        with av.open(str(path)) as container:
-            list(container.decode(video=0))
+    with pytest.raises(av.FFmpegError), av.open(str(path)) as container:  # premise: PyAV cannot decode it
+        list(container.decode(video=0))
     video = read_video(path)
     assert decode_indices(video) == list(range(6))
     assert read_video(path, num_frames=3).frame_indices.tolist() == [0, 2, 5]
@@ -374,7 +387,7 @@ def test_load_video_dispatch_and_sampling(coded_videos: dict[str, Path], tmp_pat
         (torch.rand(2, 5, 4, 7), "channel axis"),
         ([np.zeros((4, 4, 3), np.uint8), np.zeros((4, 5, 3), np.uint8)], "frame 1 is"),
         ([Image.new("RGB", (4, 4)), np.zeros((4, 4, 3), np.uint8)], "only PIL images or only arrays"),
-        ("not frames".encode(), "cannot read frames from a bytes"),
+        (b"not frames", "cannot read frames from a bytes"),
     ],
 )
 def test_bad_in_memory_frames(obj: object, problem: str) -> None:
