@@ -47,7 +47,6 @@ PROCESSOR_CLASSES = {
 }
 _VARIANT_BY_CLASS = {
     "Qwen3VLProcessor": "qwen3_vl",
-    "Qwen3VLMoeProcessor": "qwen3_vl",
     "Qwen2_5_VLProcessor": "qwen2_5_vl",
     "Qwen2VLProcessor": "qwen2_vl",
 }
@@ -223,7 +222,8 @@ class QwenVLProcessor:
         """Tokenize ``text`` with each ``<|video_pad|>`` expanded for its video (in order across the batch).
 
         ``videos``: (T, C, H, W) frames, float in [0, 1] (differentiable) or uint8, already sampled.
-        ``video_timestamps``: per video, each frame's time in seconds (Qwen3-VL text; Qwen2.5-VL fps if no fps).
+        ``video_timestamps``: per video, each frame's time in seconds (Qwen3-VL text; Qwen2.5-VL fps if no fps);
+        all-NaN timestamps (unknown source rate) count as missing.
         ``video_fps``: frame rate of the sampled frames (one value or one per video); Qwen3-VL times are then
         ``i / fps``. Without either, 24 fps is assumed as the official processors do (with a warning).
         ``min_pixels`` / ``max_pixels``: override the video processor's pixel budget for this call.
@@ -312,6 +312,9 @@ class QwenVLProcessor:
             times = None
             if video_timestamps is not None:
                 times = [float(t) for t in video_timestamps[index]]
+                if times and all(math.isnan(t) for t in times):
+                    times = None  # descore.video_io: the source had no known frame rate
+            if times is not None:
                 if len(times) != num_frames:
                     raise PreprocessingError(
                         f"video {index}: {len(times)} timestamps for {num_frames} frames (need one per frame)"

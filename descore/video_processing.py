@@ -93,12 +93,11 @@ _FAMILY_BY_TYPE = {fam.video_processor_type: name for name, fam in FAMILIES.item
 # processor classes whose checkpoints use each video family (legacy configs name only the processor class)
 FAMILY_BY_PROCESSOR_CLASS = {
     "Qwen3VLProcessor": "qwen3_vl",
-    "Qwen3VLMoeProcessor": "qwen3_vl",
     "Qwen2_5_VLProcessor": "qwen2_vl",
     "Qwen2VLProcessor": "qwen2_vl",
 }
 # keys that describe the file rather than the processor: recomputed on save
-_DESCRIPTIVE_KEYS = ("video_processor_type", "image_processor_type", "processor_class", "_processor_class")
+_DESCRIPTIVE_KEYS = ("video_processor_type", "image_processor_type", "processor_class")
 
 
 def smart_resize(
@@ -192,32 +191,28 @@ def resize_frames(frames: torch.Tensor, height: int, width: int, resample: int =
         return frames
     antialias = mode != "nearest-exact"
     align_corners = None if mode == "nearest-exact" else False
-    flat = frames.reshape(-1, channels, old_h, old_w)
     dtype = frames.dtype
-    native = dtype in (torch.float32, torch.float64) or (
-        dtype == torch.uint8 and _native_uint8_resize(mode, frames.device)
-    )
-    if native:
-        out = F.interpolate(
-            flat, size=[height, width], mode=mode, align_corners=align_corners, antialias=antialias
-        )
-    elif dtype == torch.uint8 or dtype.is_floating_point:
-        out = F.interpolate(
-            flat.to(torch.float32),
-            size=[height, width],
-            mode=mode,
-            align_corners=align_corners,
-            antialias=antialias,
-        )
-        if dtype == torch.uint8:
-            if mode == "bicubic":
-                out = out.clamp(0, 255)
-            out = out.round()
-        out = out.to(dtype)
-    else:
+    if dtype != torch.uint8 and not dtype.is_floating_point:
         raise PreprocessingError(
             f"frames have dtype {dtype}: expected float frames in [0, 1] or uint8 frames"
         )
+    # torchvision interpolates float32/float64 as they are, uint8 natively where torch has a uint8 kernel, and
+    # everything else in float32 (uint8: clamped for bicubic, then rounded) before casting back
+    native = dtype in (torch.float32, torch.float64) or (
+        dtype == torch.uint8 and _native_uint8_resize(mode, frames.device)
+    )
+    flat = frames.reshape(-1, channels, old_h, old_w)
+    out = F.interpolate(
+        flat if native else flat.to(torch.float32),
+        size=[height, width],
+        mode=mode,
+        align_corners=align_corners,
+        antialias=antialias,
+    )
+    if not native:
+        if dtype == torch.uint8:
+            out = (out.clamp(0, 255) if mode == "bicubic" else out).round()
+        out = out.to(dtype)
     return out.reshape(*lead, channels, height, width)
 
 

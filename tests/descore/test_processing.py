@@ -118,6 +118,14 @@ def test_default_fps_is_24_with_a_warning(caplog: pytest.LogCaptureFixture) -> N
         out = processor("<|video_pad|>", smooth_frames(2, 28, 28))
     assert "24 fps" in caplog.text
     torch.testing.assert_close(out["second_per_grid_ts"], torch.tensor([2 / 24]))
+    # unknown timestamps (NaN, as descore.video_io gives for sources without a frame rate) count as missing
+    qwen3 = folder_processor(GOLDENS / "qwen3_vl")
+    frames = smooth_frames(4, 32, 32)
+    unknown = qwen3(
+        "<|video_pad|>", frames, video_timestamps=[torch.full((4,), float("nan"))], min_pixels=1024
+    )
+    at_24 = qwen3("<|video_pad|>", frames, video_fps=24.0, min_pixels=1024)
+    assert torch.equal(unknown["input_ids"], at_24["input_ids"])
 
 
 def test_left_padding_by_default_and_right_on_request() -> None:
@@ -206,6 +214,14 @@ def case_text(name: str) -> str:
         (
             {"text": "<|video_pad|>", "videos": [smooth_frames(2, 32, 32)], "video_timestamps": [[1.0, 0.5]]},
             "increasing",
+        ),
+        (
+            {
+                "text": "<|video_pad|>",
+                "videos": [smooth_frames(2, 32, 32)],
+                "video_timestamps": [[0.0, float("nan")]],
+            },
+            "finite",
         ),
         ({"text": "<|video_pad|>", "videos": [smooth_frames(2, 32, 32)], "video_fps": 0.0}, "positive"),
         (
