@@ -7,16 +7,27 @@ import torch
 from transformers import AutoModelForImageTextToText, AutoTokenizer
 
 from descore.errors import ConfigError
+from descore.processing import QwenVLProcessor
 from toyworld.tiny_models import (
     QWEN_VL_FAMILIES,
     build_qwen_tokenizer,
     build_qwen_vl,
+    build_qwen_vl_processor,
     qwen_vl_config,
     save_qwen_vl,
     video_processor_settings,
 )
 
 FRAMES, SIDE = 8, 64
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny models run fastest on one thread; on a shared 2-core machine two threads can be 10x slower."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 def _video_inputs(family: str, model) -> dict[str, torch.Tensor]:
@@ -96,6 +107,30 @@ def test_save_and_reload_with_auto_classes(tmp_path, family):
     loaded_logits, loaded_generated = _run(loaded.eval(), inputs)
     assert torch.equal(logits, loaded_logits)
     assert torch.equal(generated, loaded_generated)
+
+
+@pytest.mark.parametrize("family", ["qwen3_vl", "qwen2_5_vl"])
+def test_processor_from_the_saved_checkpoint_feeds_the_model(tmp_path, family):
+    save_qwen_vl(tmp_path, family, "tiny")
+    processor = QwenVLProcessor.from_pretrained(tmp_path)
+    built = build_qwen_vl_processor(family, "tiny")
+    video = torch.rand(FRAMES, 3, SIDE, SIDE, generator=torch.Generator().manual_seed(1))
+    turn = [
+        {"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Describe the motion."}]}
+    ]
+    text = processor.apply_chat_template(turn, add_generation_prompt=True)
+    inputs = processor(text, videos=video, video_fps=8.0)
+    reference = built(
+        built.apply_chat_template(turn, add_generation_prompt=True), videos=video, video_fps=8.0
+    )
+    assert inputs.keys() == reference.keys()
+    assert all(torch.equal(inputs[key], reference[key]) for key in inputs)
+    model = AutoModelForImageTextToText.from_pretrained(tmp_path).eval()
+    grid = inputs["video_grid_thw"][0].tolist()
+    assert int((inputs["input_ids"] == model.config.video_token_id).sum()) == grid[0] * grid[1] * grid[2] // 4
+    with torch.no_grad():
+        logits = model(**inputs).logits
+    assert logits.shape[:2] == inputs["input_ids"].shape and torch.isfinite(logits).all()
 
 
 def test_config_ids_and_vision_constants_match_tokenizer_and_processor_settings():

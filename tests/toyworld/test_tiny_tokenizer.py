@@ -9,20 +9,38 @@ import pytest
 from transformers import AutoTokenizer
 
 from descore.errors import ConfigError
-from toyworld.tiny_models import QWEN_VL_ADDED_TOKENS, build_qwen_tokenizer
+from toyworld import tiny_models
+from toyworld.tiny_models import (
+    QWEN_VL_ADDED_TOKENS,
+    build_clip_tokenizer,
+    build_llama_tokenizer,
+    build_qwen_tokenizer,
+    build_t5_tokenizer,
+)
 
 VIDEO_TURN = [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": "Rate this video."}]}]
-_SAVE_SCRIPT = "import sys; from toyworld.tiny_models import build_qwen_tokenizer; build_qwen_tokenizer().save_pretrained(sys.argv[1])"
+BUILDERS = ("build_qwen_tokenizer", "build_t5_tokenizer", "build_clip_tokenizer", "build_llama_tokenizer")
+_SAVE_SCRIPT = (
+    "import sys, toyworld.tiny_models as tm\n"
+    f"for name in {BUILDERS!r}: getattr(tm, name)().save_pretrained(sys.argv[1] + '/' + name)"
+)
+
+
+def _files(directory) -> dict[str, bytes]:
+    paths = sorted(path for path in directory.rglob("*") if path.is_file())
+    return {path.relative_to(directory).as_posix(): path.read_bytes() for path in paths}
 
 
 def test_two_builds_in_two_processes_write_identical_bytes(tmp_path):
     for name in ("a", "b"):
         subprocess.run([sys.executable, "-c", _SAVE_SCRIPT, str(tmp_path / name)], check=True)
-    build_qwen_tokenizer().save_pretrained(tmp_path / "c")
-    for file in ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja"):
-        reference = (tmp_path / "a" / file).read_bytes()
-        assert (tmp_path / "b" / file).read_bytes() == reference, file
-        assert (tmp_path / "c" / file).read_bytes() == reference, file
+    for name in BUILDERS:
+        getattr(tiny_models, name)().save_pretrained(tmp_path / "c" / name)
+    reference = _files(tmp_path / "a")
+    assert {path.split("/")[0] for path in reference} == set(BUILDERS)
+    assert "build_qwen_tokenizer/tokenizer.json" in reference
+    assert _files(tmp_path / "b") == reference
+    assert _files(tmp_path / "c") == reference
 
 
 def test_special_tokens_follow_the_qwen_vl_layout():
@@ -107,3 +125,44 @@ def test_toy_language_tokenises_compactly_and_decodes_exactly():
 def test_unknown_family_is_a_config_error():
     with pytest.raises(ConfigError, match="family"):
         build_qwen_tokenizer("llama")
+
+
+@pytest.mark.parametrize(
+    ("builder", "expected_class"),
+    [
+        (build_t5_tokenizer, "T5Tokenizer"),
+        (build_clip_tokenizer, "CLIPTokenizer"),
+        (build_llama_tokenizer, "LlamaTokenizer"),
+    ],
+)
+def test_text_encoder_tokenizers_round_trip_and_cover_toy_words(tmp_path, builder, expected_class):
+    tokenizer = builder()
+    assert type(tokenizer).__name__ == expected_class
+    prompt = "A large green triangle rotates clockwise on a checkered background"
+    ids = tokenizer(prompt).input_ids
+    content = [i for i in ids if i not in tokenizer.all_special_ids]
+    assert len(content) == len(prompt.split()), tokenizer.convert_ids_to_tokens(ids)  # one piece per word
+    assert tokenizer.decode(ids, skip_special_tokens=True) == (
+        prompt.lower() if expected_class == "CLIPTokenizer" else prompt
+    )
+    padded = tokenizer(prompt, padding="max_length", max_length=24).input_ids
+    assert len(padded) == 24 and padded[-1] == tokenizer.pad_token_id
+    tokenizer.save_pretrained(tmp_path)
+    loaded = AutoTokenizer.from_pretrained(tmp_path)
+    assert type(loaded) is type(tokenizer)
+    assert loaded(prompt).input_ids == ids
+    assert loaded.pad_token_id == tokenizer.pad_token_id and loaded.eos_token_id == tokenizer.eos_token_id
+    assert loaded.padding_side == tokenizer.padding_side
+
+
+def test_text_encoder_tokenizers_follow_their_families_conventions():
+    t5 = build_t5_tokenizer()
+    assert (t5.pad_token_id, t5.eos_token_id, t5.unk_token_id) == (0, 1, 2)
+    assert t5("red").input_ids[-1] == t5.eos_token_id
+    clip = build_clip_tokenizer()
+    ids = clip("Red ball").input_ids
+    assert ids[0] == clip.bos_token_id and ids[-1] == clip.eos_token_id and clip.model_max_length == 77
+    llama = build_llama_tokenizer()
+    assert llama("red").input_ids[0] == llama.bos_token_id and llama.padding_side == "right"
+    assert llama.convert_ids_to_tokens(llama("<|eot_id|>").input_ids)[-1] == "<|eot_id|>"
+    assert llama.decode(llama("Zürich 7").input_ids, skip_special_tokens=True) == "Zürich 7"  # byte fallback

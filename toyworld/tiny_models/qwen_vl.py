@@ -1,8 +1,8 @@
 """Tiny Qwen-VL backbones with the real transformers classes, built offline from configs with a seeded init.
 
 Families: ``qwen3_vl`` (Qwen3VLForConditionalGeneration), ``qwen3_vl_moe``, ``qwen2_5_vl`` and ``qwen2_vl``.
-Sizes: ``tiny`` (unit tests, about 0.3M parameters), ``toy`` (the size that learned the toy world, about 1.7M) and
-``mid`` (benchmarks, about 25M). Token ids in the configs come from :func:`build_qwen_tokenizer`, and the vision
+Sizes (parameters for qwen2_vl / qwen3_vl): ``tiny`` (unit tests, 0.3 / 0.37M), ``toy`` (the size that learned
+the toy world, 1.6 / 2.0M) and ``mid`` (benchmarks, 31 / 37M). Token ids in the configs come from :func:`build_qwen_tokenizer`, and the vision
 constants (patch, temporal patch, merge size) match :func:`video_processor_settings`, so a processor configured
 from those settings produces exactly the grids the model expects.
 
@@ -33,6 +33,8 @@ from transformers import (
 )
 
 from descore.errors import ConfigError
+from descore.processing import QwenVLProcessor
+from descore.video_processing import QwenVideoProcessor
 from toyworld.tiny_models.tokenizer import build_qwen_tokenizer
 
 logger = logging.getLogger(__name__)
@@ -53,6 +55,13 @@ _VIDEO_PROCESSOR_CLASSES = {
     "qwen3_vl_moe": "Qwen3VLVideoProcessor",
     "qwen2_5_vl": "Qwen2VLVideoProcessor",
     "qwen2_vl": "Qwen2VLVideoProcessor",
+}
+# descore's processor variant (the official processor class it mirrors) per family.
+_PROCESSOR_VARIANTS = {
+    "qwen3_vl": "qwen3_vl",
+    "qwen3_vl_moe": "qwen3_vl",
+    "qwen2_5_vl": "qwen2_5_vl",
+    "qwen2_vl": "qwen2_vl",
 }
 _PROCESSOR_CLASSES = {
     "qwen3_vl": "Qwen3VLProcessor",
@@ -262,14 +271,23 @@ def build_qwen_vl(family: str = "qwen3_vl", size: str = "tiny", seed: int = 0) -
     return model.eval()
 
 
-def save_qwen_vl(directory: str | Path, family: str = "qwen3_vl", size: str = "tiny", seed: int = 0) -> Path:
-    """Write a loadable tiny checkpoint: model (safetensors), generation config, tokenizer and chat template.
+def build_qwen_vl_processor(family: str = "qwen3_vl", size: str = "tiny") -> QwenVLProcessor:
+    """descore's processor for the tiny model: the toy tokenizer + a video processor configured from
+    :func:`video_processor_settings`, so its grids and token counts match the model's vision tower."""
+    video_processor = QwenVideoProcessor.from_dict(video_processor_settings(family, size))
+    return QwenVLProcessor(build_qwen_tokenizer(family), video_processor, variant=_PROCESSOR_VARIANTS[family])
 
-    Load it back with ``AutoModelForImageTextToText.from_pretrained(directory)`` and
-    ``AutoTokenizer.from_pretrained(directory)``, exactly as a real Qwen-VL checkpoint.
+
+def save_qwen_vl(directory: str | Path, family: str = "qwen3_vl", size: str = "tiny", seed: int = 0) -> Path:
+    """Write a loadable tiny checkpoint: model (safetensors), generation config, tokenizer, chat template and the
+    official ``processor_config.json``.
+
+    Load it back with ``AutoModelForImageTextToText.from_pretrained(directory)``,
+    ``AutoTokenizer.from_pretrained(directory)`` and ``descore.processing.QwenVLProcessor.from_pretrained(directory)``,
+    exactly as a real Qwen-VL checkpoint.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     build_qwen_vl(family, size, seed).save_pretrained(directory, safe_serialization=True)
-    build_qwen_tokenizer(family).save_pretrained(directory)
+    build_qwen_vl_processor(family, size).save_pretrained(directory)
     return directory

@@ -19,6 +19,7 @@ import itertools
 import json
 import math
 import re
+from typing import Any
 
 from tokenizers import AddedToken, Regex, Tokenizer, normalizers, pre_tokenizers, trainers
 from tokenizers.models import BPE
@@ -341,6 +342,12 @@ def _qwen_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     )
 
 
+def _clip_normalizer() -> normalizers.Normalizer:
+    return normalizers.Sequence(
+        [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
+    )
+
+
 def _clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
     return pre_tokenizers.Sequence(
         [
@@ -352,33 +359,25 @@ def _clip_pre_tokenizer() -> pre_tokenizers.PreTokenizer:
 
 @functools.cache
 def _trained_bpe(style: str) -> tuple[_Vocab, _Merges]:
-    """Train a BPE model once per process in the pre-tokenisation style of a real tokenizer family.
+    """Train a BPE model with the ``tokenizers`` trainer, once per process.
 
-    ``qwen``: byte-level with the Qwen regex; ``clip``: lower-cased byte-level with end-of-word ``</w>``;
-    ``llama``: SentencePiece-like metaspace pieces (bytes are covered by the byte-fallback tokens instead).
-    Returns (vocab items sorted by id, merges) as immutable tuples.
+    ``qwen``: byte-level with the Qwen regex; ``llama``: SentencePiece-like metaspace pieces (bytes are covered by
+    the byte-fallback tokens instead). Returns (vocab items sorted by id, merges) as immutable tuples.
     """
-    suffix = "</w>" if style == "clip" else ""
-    tokenizer = Tokenizer(BPE(end_of_word_suffix=suffix))
-    trainer_kwargs: dict = {"initial_alphabet": _BYTE_ALPHABET}
+    tokenizer = Tokenizer(BPE())
     if style == "qwen":
         tokenizer.normalizer = normalizers.NFC()
         tokenizer.pre_tokenizer = _qwen_pre_tokenizer()
-    elif style == "clip":
-        tokenizer.normalizer = normalizers.Sequence(
-            [normalizers.NFC(), normalizers.Replace(Regex(r"\s+"), " "), normalizers.Lowercase()]
-        )
-        tokenizer.pre_tokenizer = _clip_pre_tokenizer()
-        trainer_kwargs["end_of_word_suffix"] = suffix
+        extra: dict[str, Any] = {"initial_alphabet": _BYTE_ALPHABET}
     else:
         tokenizer.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="always")
-        trainer_kwargs = {}
+        extra = {}
     trainer = trainers.BpeTrainer(
         vocab_size=BPE_VOCAB_SIZE if style == "qwen" else SMALL_VOCAB_SIZE,
         min_frequency=2,
         show_progress=False,
         special_tokens=[],
-        **trainer_kwargs,
+        **extra,
     )
     tokenizer.train_from_iterator(training_corpus(), trainer=trainer)
     model = json.loads(tokenizer.to_str())["model"]
@@ -387,6 +386,50 @@ def _trained_bpe(style: str) -> tuple[_Vocab, _Merges]:
         tuple(pair) if isinstance(pair, list) else tuple(pair.split(" ")) for pair in model["merges"]
     )
     return vocab, merges
+
+
+def _merge_symbols(symbols: tuple[str, ...], pair: tuple[str, str]) -> tuple[str, ...]:
+    merged, index = [], 0
+    while index < len(symbols):
+        if index + 1 < len(symbols) and (symbols[index], symbols[index + 1]) == pair:
+            merged.append(pair[0] + pair[1])
+            index += 2
+        else:
+            merged.append(symbols[index])
+            index += 1
+    return tuple(merged)
+
+
+@functools.cache
+def _clip_merges() -> _Merges:
+    """CLIP-style BPE merges (lower-cased byte-level words, last symbol carrying ``</w>``), trained in Python.
+
+    The ``tokenizers`` trainer adds the ``</w>`` symbols in hash-map order, which differs between processes; this
+    small trainer breaks count ties by the pair itself, so the result is the same everywhere.
+    """
+    normalizer = _clip_normalizer()
+    pre_tokenizer = _clip_pre_tokenizer()
+    words: collections.Counter[tuple[str, ...]] = collections.Counter()
+    for line in training_corpus():
+        for word, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(line)):
+            words[(*word[:-1], word[-1] + "</w>")] += 1
+    merges: list[tuple[str, str]] = []
+    budget = SMALL_VOCAB_SIZE - 2 * len(_BYTE_ALPHABET)
+    while len(merges) < budget:
+        pairs: collections.Counter[tuple[str, str]] = collections.Counter()
+        for symbols, count in words.items():
+            for pair in itertools.pairwise(symbols):
+                pairs[pair] += count
+        if not pairs:
+            break
+        best = min(pairs, key=lambda pair: (-pairs[pair], pair))
+        if pairs[best] < 2:
+            break
+        merges.append(best)
+        words = collections.Counter(
+            {(_merge_symbols(s, best) if best[0] in s else s): count for s, count in words.items()}
+        )
+    return tuple(merges)
 
 
 def build_qwen_tokenizer(family: str = "qwen3_vl") -> Qwen2Tokenizer:
@@ -472,9 +515,9 @@ def build_clip_tokenizer() -> CLIPTokenizer:
     As in CLIP, every byte exists both inside a word and at a word end, so no text is unknown, and
     ``<|startoftext|>`` / ``<|endoftext|>`` come last. The sequence length limit is CLIP's 77.
     """
-    trained, merges = _trained_bpe("clip")
+    merges = _clip_merges()
     vocab: dict[str, int] = {}
-    for token in [*_BYTE_ALPHABET, *(char + "</w>" for char in _BYTE_ALPHABET), *(t for t, _ in trained)]:
+    for token in [*_BYTE_ALPHABET, *(char + "</w>" for char in _BYTE_ALPHABET), *(a + b for a, b in merges)]:
         vocab.setdefault(token, len(vocab))
     for token in ("<|startoftext|>", "<|endoftext|>"):
         vocab[token] = len(vocab)

@@ -70,8 +70,8 @@ PIPELINE_CALL_DEFAULTS: dict[str, dict[str, Any]] = {
     "wan2.2": {**_SHARED_CALL, "guidance_scale": 4.0, "guidance_scale_2": 3.0},
     "cogvideox": {**_SHARED_CALL, "guidance_scale": 6.0},
     "ltx": {**_SHARED_CALL, "guidance_scale": 3.0},
-    # Guidance-distilled: the scale is an input of the transformer, not classifier-free guidance. The prompt
-    # template (HunyuanVideo's own) is added by build_video_pipeline's caller-facing defaults below.
+    # Guidance-distilled: the scale is an input of the transformer, not classifier-free guidance. HunyuanVideo's
+    # own prompt template is added below, once the toy Llama tokenizer can count its tokens.
     "hunyuanvideo": {**_SHARED_CALL, "guidance_scale": 6.0},
 }
 
