@@ -19,7 +19,7 @@ import math
 import numbers
 import os
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -648,7 +648,8 @@ def _decode(
 
 def _display_size(container: av.container.InputContainer) -> tuple[int, int] | None:
     """(width, height) recorded by :func:`write_video` when it padded an odd size to even."""
-    match = _SIZE_TAG.search(str(container.metadata.get("comment", "")))
+    comment = next((str(value) for key, value in container.metadata.items() if key.lower() == "comment"), "")
+    match = _SIZE_TAG.search(comment)
     return (int(match.group(1)), int(match.group(2))) if match else None
 
 
@@ -808,6 +809,12 @@ def _read_frame_folder(
     )
 
 
+def _first_line(error: Exception, limit: int = 200) -> str:
+    """An error's first line, short: imageio's ffmpeg plugin appends the whole ffmpeg log to its messages."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def _describe_unreadable(path: Path) -> str:
     """A hint at what a file that no decoder accepts actually is."""
     try:
@@ -872,8 +879,9 @@ def read_video(
             raise
         except Exception as imageio_error:  # noqa: BLE001 - imageio plugins raise many types; PyAV's error is the cause
             raise VideoError(
-                f"{name}: not a readable video{_describe_unreadable(path)}: PyAV: {pyav_error}; "
-                f"imageio: {type(imageio_error).__name__}: {imageio_error}"
+                f"{name}: not a readable video (corrupt, truncated or not a video format)"
+                f"{_describe_unreadable(path)}: PyAV: {pyav_error}; "
+                f"imageio: {type(imageio_error).__name__}: {_first_line(imageio_error)}"
             ) from (pyav_error.__cause__ or pyav_error)
         logger.info("%s: PyAV could not read it (%s); read through imageio", name, pyav_error)
         return video
@@ -891,8 +899,9 @@ def load_video(
 ) -> Video:
     """Read a path with :func:`read_video` or normalise in-memory frames with :func:`to_video`, then sample.
 
-    For in-memory frames ``source_fps`` is their rate (needed for ``fps`` sampling and timestamps); a
-    :class:`Video` keeps its own rate unless ``source_fps`` is given. Sampling follows :func:`sample_frame_indices`.
+    For in-memory frames ``source_fps`` is their rate (needed for ``fps`` sampling and timestamps) and ``name``
+    labels them in errors; a :class:`Video` keeps its own rate (``source_fps`` fills in an unknown one). Sampling
+    follows :func:`sample_frame_indices`; ``min_frames`` is a demand, as in :func:`read_video`.
     """
     _check_sampling(fps, num_frames, min_frames, max_frames)
     _check_positive("source_fps", source_fps)
@@ -929,14 +938,23 @@ def _rate(fps: float) -> Fraction:
 def _encode_all(
     container: av.container.OutputContainer,
     stream: av.video.stream.VideoStream,
-    frames: list[av.VideoFrame],
+    frames: Iterable[av.VideoFrame],
+    total: int,
     desc: str,
 ) -> None:
-    for frame in tqdm(frames, desc=desc, leave=False, disable=len(frames) < _PROGRESS_MIN_FRAMES):
+    """Encode and mux frames as they come (one frame in memory at a time), then flush the encoder."""
+    for frame in tqdm(frames, total=total, desc=desc, leave=False, disable=total < _PROGRESS_MIN_FRAMES):
         for packet in stream.encode(frame):
             container.mux(packet)
     for packet in stream.encode():
         container.mux(packet)
+
+
+def _rgb_frames(arrays: np.ndarray) -> Iterator[av.VideoFrame]:
+    for k, array in enumerate(arrays):
+        frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+        frame.pts = k
+        yield frame
 
 
 def _write_yuv(
@@ -963,7 +981,7 @@ def _write_yuv(
         stream.codec_context.max_b_frames = 0
         if codec == "libx264":
             base = {"crf": str(crf), "preset": "medium"}
-        else:
+        else:  # VP9 in constant-quality mode, no hidden alt-ref frames
             base = {
                 "crf": str(crf),
                 "b": "0",
@@ -973,16 +991,29 @@ def _write_yuv(
                 "lag-in-frames": "0",
             }
         stream.options = {**base, **options}
-        video_frames = []
-        for k, array in enumerate(arrays):
-            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
-            frame.pts = k
-            video_frames.append(frame)
-        _encode_all(container, stream, video_frames, f"writing {path.name}")
+        _encode_all(container, stream, _rgb_frames(arrays), len(arrays), f"writing {path.name}")
+
+
+def _palette_frames(arrays: np.ndarray, fps: float) -> Iterator[av.VideoFrame]:
+    """Each frame quantised to its own 256 colours (median cut, no dithering), stamped in hundredths of a second."""
+    for k, array in enumerate(arrays):
+        quantized = Image.fromarray(array).quantize(
+            256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
+        )
+        palette = np.zeros((256, 4), np.uint8)  # ARGB
+        palette[:, 0] = (
+            255  # every entry opaque: FFmpeg would treat a transparent one as "keep the last frame"
+        )
+        colours = np.asarray(quantized.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
+        palette[: len(colours), 1:] = colours
+        frame = av.VideoFrame.from_ndarray((np.asarray(quantized), palette), format="pal8")
+        frame.pts = round(100 * k / fps)
+        frame.time_base = Fraction(1, 100)
+        yield frame
 
 
 def _write_gif(arrays: np.ndarray, path: Path, fps: float) -> None:
-    """GIF through FFmpeg's encoder, each frame with its own 256-colour palette (Pillow would merge repeated frames).
+    """GIF through FFmpeg's encoder, each frame with its own palette (Pillow would merge repeated frames).
 
     GIF delays are whole hundredths of a second: frame k starts at round(100 k / fps) cs, so the mean rate is kept
     while single delays vary by 1 cs (24 fps -> 4, 4, 4, 5, ... cs).
@@ -998,22 +1029,7 @@ def _write_gif(arrays: np.ndarray, path: Path, fps: float) -> None:
         stream.codec_context.time_base = Fraction(1, 100)
         # Each frame has its own palette, so the encoder's inter-frame tricks (which compare palette indices) are off.
         stream.options = {"gifflags": "0"}
-        gif_frames = []
-        for k, array in enumerate(arrays):
-            quantized = Image.fromarray(array).quantize(
-                256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
-            )
-            palette = np.zeros(
-                (256, 4), np.uint8
-            )  # ARGB, every entry opaque: a transparent one corrupts frames
-            palette[:, 0] = 255
-            colours = np.asarray(quantized.getpalette()[: 256 * 3], np.uint8).reshape(-1, 3)
-            palette[: len(colours), 1:] = colours
-            frame = av.VideoFrame.from_ndarray((np.asarray(quantized), palette), format="pal8")
-            frame.pts = round(100 * k / fps)
-            frame.time_base = Fraction(1, 100)
-            gif_frames.append(frame)
-        _encode_all(container, stream, gif_frames, f"writing {path.name}")
+        _encode_all(container, stream, _palette_frames(arrays, fps), len(arrays), f"writing {path.name}")
 
 
 _WRITERS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".gif": "gif"}
@@ -1034,8 +1050,9 @@ def write_video(
     mp4/mov/mkv: H.264 (libx264, preset medium, ``crf`` default 18), yuv420p, no B-frames, ``+faststart``; odd sides
     are padded by one edge row/column and the true size is stored in the file so :func:`read_video` crops it back.
     webm: VP9 (``crf`` default 30). Both put a keyframe every ``keyframe_interval`` frames (default
-    ``KEYFRAME_SECONDS`` of video, at least 1 frame) so that sparse sampling can seek. gif: 256 colours per frame,
-    delays in hundredths of a second. ``options`` are extra encoder options. The file appears only when complete.
+    ``KEYFRAME_SECONDS`` of video, at least 1 frame) so that sparse sampling can seek; ``options`` are extra encoder
+    options (e.g. ``{"preset": "veryfast"}``). gif: 256 colours per frame, delays in hundredths of a second (``crf``,
+    ``keyframe_interval`` and ``options`` do not apply). The file appears only once complete.
     """
     path = Path(path)
     _check_positive("fps", fps)

@@ -177,6 +177,38 @@ def test_variable_frame_rate_timestamps_come_from_pts(tmp_path: Path) -> None:
         )
 
 
+def test_foreign_mp4_with_b_frames_reads_exactly(tmp_path: Path) -> None:
+    """Frames reordered by B-frames (decode order != display order) still come back exactly, seeking or not."""
+    count = 72
+    frames = np.concatenate([coded_frames(count, 8, 64), smooth_frames(count, 24, 64)], axis=1)
+    path = tmp_path / "bframes.mp4"
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width, stream.height, stream.pix_fmt = 64, 32, "yuv420p"
+        stream.codec_context.gop_size = 12
+        stream.codec_context.max_b_frames = 3
+        stream.options = {"crf": "10", "x264-params": "open-gop=1"}
+        for k, array in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = k
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    with av.open(str(path)) as container:
+        decode_order = [p.pts for p in container.demux(video=0) if p.size]
+    assert decode_order != sorted(decode_order), "the premise: B-frames reorder the packets"
+    for strategy in ("seek", "sequential"):
+        for sampling in ({"fps": 2}, {"fps": 7}, {"num_frames": 13}):
+            video = read_video(path, strategy=strategy, **sampling)
+            top = Video(frames=video.frames[:, :, :8], timestamps=video.timestamps)
+            assert (
+                decode_indices(top)
+                == video.frame_indices.tolist()
+                == sample_frame_indices(count, 24, **sampling)
+            )
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Write -> read round trips
 
@@ -196,6 +228,7 @@ def _chroma_subsampling_error(frames: np.ndarray) -> float:
         ("mp4", 48, 64, 24.0),
         ("mp4", 31, 45, 30000 / 1001),  # odd sides, NTSC rate
         ("mov", 32, 32, 8.0),
+        ("mkv", 17, 32, 24.0),
         ("webm", 33, 48, 12.0),
         ("gif", 31, 40, 20.0),
     ],
@@ -366,6 +399,12 @@ def test_load_video_dispatch_and_sampling(coded_videos: dict[str, Path], tmp_pat
     assert in_memory.sampled_fps == pytest.approx((len(expected) - 1) / (expected[-1] / 12))
     again = load_video(in_memory, num_frames=2)  # indices stay relative to the original source
     assert again.frame_indices.tolist() == [expected[0], expected[-1]]
+    unknown_rate = to_video(coded_frames(48), name="clip D")
+    with_rate = load_video(unknown_rate, fps=2, source_fps=12)
+    assert with_rate.frame_indices.tolist() == expected and with_rate.duration == 4.0
+    torch.testing.assert_close(with_rate.timestamps, in_memory.timestamps)
+    with pytest.raises(ConfigError, match="clip A: the video is 12 fps; source_fps=24"):
+        load_video(in_memory, source_fps=24)
     with pytest.raises(VideoError, match="clip B.*source frame rate"):
         load_video(coded_frames(10), fps=2, name="clip B")
     with pytest.raises(VideoError, match="clip C: has 1 frame, at least 2 needed"):
@@ -423,6 +462,22 @@ def _write_audio_only(path: Path) -> None:
             container.mux(packet)
 
 
+def _write_without_faststart(path: Path) -> Path:
+    """An mp4 as many tools write it: the index (moov) after the frame data."""
+    with av.open(str(path), "w") as container:
+        stream = container.add_stream("libx264", rate=24)
+        stream.width = stream.height = 32
+        stream.pix_fmt = "yuv420p"
+        for k, array in enumerate(smooth_frames(24, 32, 32)):
+            frame = av.VideoFrame.from_ndarray(array, format="rgb24")
+            frame.pts = k
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path
+
+
 def test_bad_files(tmp_path: Path) -> None:
     good = write_video(smooth_frames(48, 32, 32), tmp_path / "good.mp4", fps=24)
     data = good.read_bytes()
@@ -437,6 +492,13 @@ def test_bad_files(tmp_path: Path) -> None:
     cases["truncated"] = (tmp_path / "half.mp4", "truncated or corrupt")
     (tmp_path / "tail.mp4").write_bytes(data[len(data) // 2 :])  # no header at all
     cases["headless"] = (tmp_path / "tail.mp4", "not a readable video")
+    late_index = _write_without_faststart(tmp_path / "late_index.mp4").read_bytes()
+    (tmp_path / "late_half.mp4").write_bytes(late_index[: len(late_index) // 2])  # index (at the end) cut off
+    cases["truncated, index last"] = (tmp_path / "late_half.mp4", "truncated")
+    damaged = bytearray(data)
+    damaged[len(data) // 2 : len(data) // 2 + 2000] = bytes(2000)  # frame data zeroed, header intact
+    (tmp_path / "damaged.mp4").write_bytes(bytes(damaged))
+    cases["damaged frames"] = (tmp_path / "damaged.mp4", "decoding failed after .* frames")
     rng = np.random.default_rng(0)
     corrupt = bytearray(data)
     corrupt[: len(data) // 3] = rng.integers(0, 256, len(data) // 3, dtype=np.uint8).tobytes()
@@ -451,7 +513,7 @@ def test_bad_files(tmp_path: Path) -> None:
         with pytest.raises(VideoError, match=problem) as info:
             read_video(path, fps=2)
         assert str(path) in str(info.value), label
-        if label in ("text", "headless", "corrupt"):
+        if label in ("text", "headless", "corrupt", "truncated, index last", "damaged frames"):
             assert isinstance(info.value.__cause__, av.FFmpegError), label
 
 
