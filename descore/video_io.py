@@ -620,6 +620,7 @@ def _decode(
     seek = seekable and (
         strategy == "seek" or (strategy == "auto" and _uses_seek(index, sorted(set(positions))))
     )
+    logger.debug("%s: decoding %d frames %s", name, len(wanted), "by seeking" if seek else "from the start")
     found: dict[int, np.ndarray] = {}
     progress = tqdm(
         total=len(wanted),

@@ -209,6 +209,20 @@ def test_foreign_mp4_with_b_frames_reads_exactly(tmp_path: Path) -> None:
             )
 
 
+def test_auto_strategy_seeks_only_when_it_saves_decoding() -> None:
+    from descore.video_io import _StreamIndex, _uses_seek
+
+    def index(keyframe_every: int) -> _StreamIndex:
+        pts = list(range(0, 480 * 512, 512))
+        return _StreamIndex(pts, pts[::keyframe_every], Fraction(1, 12288), 512, "h264")
+
+    sparse = sample_frame_indices(480, 24.0, fps=2)
+    assert _uses_seek(index(4), sparse)
+    assert not _uses_seek(index(4), list(range(480)))  # every frame: decode straight through
+    assert not _uses_seek(index(480), sparse)  # one keyframe: seeking cannot skip anything
+    assert _uses_seek(index(480), [470, 479]) is False and _uses_seek(index(24), [470, 479])
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Write -> read round trips
 
