@@ -127,18 +127,19 @@ def test_wan22_runs_both_experts_across_the_boundary():
 
 
 def test_wan_size_overrides_propagate_to_dependent_settings():
-    pipeline = build_video_pipeline(
-        "wan2.1",
-        overrides={
-            "vae": {"z_dim": 8, "base_dim": 8},
-            "transformer": {"num_layers": 3},
-            "text_encoder": {"d_model": 48},
-        },
-    )
-    assert pipeline.vae.config.z_dim == 8 and len(pipeline.vae.config.latents_mean) == 8
+    overrides = {
+        "vae": {"z_dim": 8, "base_dim": 8, "dim_mult": [1, 2, 4], "temperal_downsample": [False, True]},
+        "transformer": {"num_layers": 3},
+        "text_encoder": {"d_model": 48},
+    }
+    pipeline = build_video_pipeline("wan2.1", overrides=overrides)
+    vae = pipeline.vae.config
+    assert vae.z_dim == 8 and len(vae.latents_mean) == len(vae.latents_std) == 8
+    assert (vae.scale_factor_spatial, vae.scale_factor_temporal) == (4, 2)
     assert pipeline.transformer.config.in_channels == pipeline.transformer.config.out_channels == 8
     assert pipeline.transformer.config.num_layers == 3
     assert pipeline.transformer.config.text_dim == pipeline.text_encoder.config.d_model == 48
+    assert _generate(pipeline, "wan2.1", "latent").shape == (1, 8, 5, 8, 8)
     assert _generate(pipeline, "wan2.1").shape == (1, 9, 3, 32, 32)
 
 
@@ -158,5 +159,9 @@ def test_bad_family_component_or_argument_is_a_config_error():
         build_video_pipeline("wan2.1", overrides={"transformer_2": {}})
     with pytest.raises(ConfigError, match="num_layerz"):
         build_video_pipeline("ltx", overrides={"transformer": {"num_layerz": 2}})
+    with pytest.raises(ConfigError, match="do not build a working wan2.1 pipeline"):
+        build_video_pipeline(
+            "wan2.1", overrides={"transformer": {"num_attention_heads": 3, "attention_head_dim": 5}}
+        )
     with pytest.raises(ConfigError, match="d_modell"):
         build_video_pipeline("cogvideox", overrides={"text_encoder": {"d_modell": 2}})

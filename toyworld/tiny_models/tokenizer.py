@@ -1,14 +1,16 @@
-"""A Qwen-style tokenizer for the toy world, built offline and deterministically.
+"""Tokenizers for the toy world, built offline and deterministically from a fixed in-code corpus.
 
 The real Qwen-VL tokenizers are byte-level BPE models with a fixed pre-tokenizer regex, a block of special tokens
-after the BPE vocabulary and a chat template. This module trains the same kind of model with the ``tokenizers``
-library on a fixed in-code English corpus that covers the toy world's language (shapes, colours, motions,
+after the BPE vocabulary and a chat template. :func:`build_qwen_tokenizer` trains the same kind of model with the
+``tokenizers`` library on an English corpus that covers the toy world's language (shapes, colours, motions,
 backgrounds, camera words) and the judge's language (prompt, subject, dynamics, scores, JSON), so that toy prompts
-and chains of thought tokenise into few tokens. The BPE trainer is deterministic, so two builds (in one process or
-in two) give byte-identical ``tokenizer.json`` files.
+and chains of thought tokenise into few tokens. The reward query token is deliberately absent: descore adds it when
+it turns a base backbone into a reward model, exactly as it does with a real Qwen checkpoint.
 
-The reward query token is deliberately absent: descore adds it when it turns a base backbone into a reward model,
-exactly as it does with a real Qwen checkpoint.
+The text encoders of the tiny diffusers pipelines get tokenizers of the classes their pipelines declare, over the
+same corpus: T5 (Unigram over counted pieces), CLIP (byte-level BPE with ``</w>`` word ends) and Llama (metaspace
+BPE with byte fallback). Every builder is deterministic: two builds, in one process or in two, save byte-identical
+files (the Unigram *trainer* is not deterministic, so the T5 vocabulary is counted, not trained).
 """
 
 from __future__ import annotations

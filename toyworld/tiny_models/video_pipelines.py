@@ -42,6 +42,8 @@ from transformers import (
     LlamaConfig,
     LlamaModel,
     PretrainedConfig,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
     T5Config,
     T5EncoderModel,
     UMT5Config,
@@ -107,7 +109,8 @@ def _merge_model_kwargs(family: str, component: str, cls: type, defaults: dict, 
 
 def _text_config(
     family: str, component: str, cls: type[PretrainedConfig], defaults: dict, overrides: Mapping
-):
+) -> PretrainedConfig:
+    """A text-encoder config from defaults and overrides, refusing fields the config class does not have."""
     known = set(cls().to_dict())
     unknown = sorted(set(overrides) - known)
     if unknown:
@@ -115,7 +118,15 @@ def _text_config(
     return cls(**{**defaults, **overrides})
 
 
-def _t5_encoder(family, seed, tokenizer, overrides, config_cls, model_cls) -> torch.nn.Module:
+def _t5_encoder(
+    family: str,
+    seed: int,
+    tokenizer: PreTrainedTokenizerBase,
+    overrides: Mapping[str, Mapping[str, Any]],
+    config_cls: type[PretrainedConfig],
+    model_cls: type[PreTrainedModel],
+) -> PreTrainedModel:
+    """A tiny T5-family text encoder (UMT5 for Wan, T5 for CogVideoX and LTX) over the toy T5 vocabulary."""
     defaults = {
         "vocab_size": len(tokenizer),
         "d_model": 32,
@@ -137,12 +148,17 @@ def _wan(family: str, seed: int, overrides: Mapping[str, Mapping[str, Any]]) -> 
     text_encoder = _t5_encoder(family, seed, tokenizer, overrides, UMT5Config, UMT5EncoderModel)
     vae_overrides = dict(overrides.get("vae", {}))
     z_dim = vae_overrides.get("z_dim", 16)
+    dim_mult = list(vae_overrides.get("dim_mult", [1, 1, 1, 1]))
+    temporal = list(vae_overrides.get("temperal_downsample", [False, True, True]))
     vae_defaults = {
         "base_dim": 3,
         "z_dim": z_dim,
-        "dim_mult": [1, 1, 1, 1],
+        "dim_mult": dim_mult,
         "num_res_blocks": 1,
-        "temperal_downsample": [False, True, True],
+        "temperal_downsample": temporal,
+        # The pipeline reads the compression factors from the config: keep them true to the block layout.
+        "scale_factor_spatial": 2 ** (len(dim_mult) - 1),
+        "scale_factor_temporal": 2 ** sum(bool(flag) for flag in temporal),
     }
     if z_dim != 16:  # the real statistics are per channel of a 16-channel latent; a new size starts neutral
         vae_defaults.update(latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
@@ -423,7 +439,14 @@ def build_video_pipeline(
         raise ConfigError(
             f"overrides: {family} has no component(s) {unknown}; overridable: {list(_OVERRIDABLE[family])}"
         )
-    pipeline = _BUILDERS[family](family, seed, overrides)
+    try:
+        pipeline = _BUILDERS[family](family, seed, overrides)
+    except (TypeError, ValueError, RuntimeError, AssertionError) as err:
+        if not overrides:
+            raise
+        raise ConfigError(
+            f"overrides {overrides} do not build a working {family} pipeline ({type(err).__name__}: {err})"
+        ) from err
     pipeline.set_progress_bar_config(disable=True)
     logger.debug("built tiny %s pipeline (seed %d)", family, seed)
     return pipeline
