@@ -3,9 +3,10 @@
 Writes a 20 s, 256x256, 24 fps mp4 with ``descore.video_io.write_video`` (moving shapes over a drifting gradient,
 with some noise so the encoder has real work) into a temporary folder, then reads it with
 ``read_video(fps=2, strategy="seek")`` and ``read_video(fps=2, strategy="sequential")``, alternating the two for
-several rounds, and prints the median time of each and their ratio. Both must return the same frames.
+several rounds, and prints the best and the median time of each and their ratios (the best-of-N ratio is the
+headline: on a shared machine the median also measures the neighbours). Both must return the same frames.
 
-Run: ``python bench/video_io.py [--rounds 7] [--fps 2]``
+Run: ``python bench/video_io.py [--rounds 7] [--fps 2] [--threads 1]``
 """
 
 from __future__ import annotations
@@ -47,7 +48,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=7, help="timed reads of each kind (median reported)")
     parser.add_argument("--fps", type=float, default=2.0, help="sampling rate")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads for the uint8 -> float conversion"
+    )
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
 
     with tempfile.TemporaryDirectory() as folder:
         start = time.perf_counter()
@@ -69,15 +74,19 @@ def main() -> None:
                 read_video(clip, fps=args.fps, strategy=strategy)
                 runs.append(time.perf_counter() - start)
 
-    seek_ms = statistics.median(times["seek"]) * 1000
-    straight_ms = statistics.median(times["sequential"]) * 1000
     print(
         f"sampled {seek.num_frames} of {SECONDS * SOURCE_FPS} frames at {args.fps:g} fps "
-        f"(indices {seek.frame_indices[:4].tolist()} ...)"
+        f"(indices {seek.frame_indices[:4].tolist()} ...), {args.rounds} rounds each, alternating"
     )
-    print(f"decode every frame, subsample: {straight_ms:7.1f} ms (median of {args.rounds})")
-    print(f"seek to sampled frames:        {seek_ms:7.1f} ms (median of {args.rounds})")
-    print(f"ratio (sequential / seek):     {straight_ms / seek_ms:7.2f}x   (goal >= 3x)")
+    print(f"{'':32s}{'best':>9s}{'median':>10s}")
+    for label, key in (
+        ("decode every frame, subsample", "sequential"),
+        ("seek to the sampled frames", "seek"),
+    ):
+        print(f"{label:32s}{min(times[key]) * 1000:7.1f}ms{statistics.median(times[key]) * 1000:8.1f}ms")
+    best = min(times["sequential"]) / min(times["seek"])
+    median = statistics.median(times["sequential"]) / statistics.median(times["seek"])
+    print(f"{'ratio (sequential / seek)':32s}{best:8.2f}x{median:9.2f}x   (goal >= 3x)")
 
 
 if __name__ == "__main__":
