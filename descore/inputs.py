@@ -36,14 +36,26 @@ def prompt_texts(tokenizer: Any, template: JudgeTemplate, prompts: Sequence[str]
     return texts
 
 
-def cot_token_ids(tokenizer: Any, cot: str | Sequence[int] | torch.Tensor, extra_control: Sequence[str] = ()) -> list[int]:
-    """Token ids of a chain of thought given as text (neutralised) or as ids (e.g. from vLLM)."""
+def cot_token_ids(
+    tokenizer: Any,
+    cot: str | Sequence[int] | torch.Tensor,
+    query_token: str,
+    end_ids: Sequence[int] = (),
+) -> list[int]:
+    """Token ids of a chain of thought given as text (neutralised) or as ids (e.g. from vLLM).
+
+    Ids may end with end-of-turn tokens (``end_ids``), which are dropped; they may not contain the query token.
+    """
     if isinstance(cot, str):
-        text = neutralize_control_tokens(cot, control_tokens(tokenizer, extra_control))
+        text = neutralize_control_tokens(cot, control_tokens(tokenizer, [query_token]))
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     ids = cot.tolist() if isinstance(cot, torch.Tensor) else list(cot)
     if not all(isinstance(i, int) and 0 <= i < len(tokenizer) for i in ids):
         raise ValueError("a chain of thought given as token ids must be a flat sequence of ids in the vocabulary")
+    while ids and ids[-1] in end_ids:
+        ids.pop()
+    if tokenizer.convert_tokens_to_ids(query_token) in ids:
+        raise ValueError(f"a chain of thought given as token ids contains the query token {query_token!r}")
     return ids
 
 

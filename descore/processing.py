@@ -212,6 +212,7 @@ class QwenVLProcessor:
         *,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        per_frame_budget: bool = False,
         padding: bool | str = True,
         padding_side: str = "left",
         truncation: bool = False,
@@ -226,7 +227,8 @@ class QwenVLProcessor:
         all-NaN timestamps (unknown source rate) count as missing.
         ``video_fps``: frame rate of the sampled frames (one value or one per video); Qwen3-VL times are then
         ``i / fps``. Without either, 24 fps is assumed as the official processors do (with a warning).
-        ``min_pixels`` / ``max_pixels``: override the video processor's pixel budget for this call.
+        ``min_pixels`` / ``max_pixels``: override the video processor's pixel budget for this call
+        (``per_frame_budget=True``: they bound each frame, whatever the family's native budget).
         ``quantize``: see :meth:`QwenVideoProcessor.preprocess_video`.
         """
         if return_tensors != "pt":
@@ -252,7 +254,7 @@ class QwenVLProcessor:
         data: dict[str, Any] = {}
         if videos:
             video_inputs = self.video_processor(
-                videos, quantize=quantize, min_pixels=min_pixels, max_pixels=max_pixels
+                videos, quantize=quantize, min_pixels=min_pixels, max_pixels=max_pixels, per_frame=per_frame_budget
             )
             timestamps, fps = self._video_times(videos, video_timestamps, video_fps)
             grids = video_inputs["video_grid_thw"]

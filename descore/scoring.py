@@ -48,6 +48,8 @@ class ScoreOutput:
     """Every head output by name, each of shape [B]."""
     cots: list[str | None]
     """Chain of thought per video (generated or given); None in think-free mode."""
+    cot_token_ids: list[list[int] | None]
+    """The CoT's token ids (what was actually scored; pass them back as ``cots=`` to rescore exactly)."""
     answers: list[JudgeAnswer | None]
     """Parsed answer block of each CoT (sub-scores and the written overall score); None when absent or malformed."""
     sampling: SamplingConfig
@@ -178,12 +180,14 @@ class DeScore:
                 cot_ids.extend(ids)
             raw = torch.cat(rewards)[torch.tensor(index, device=rewards[0].device)]
         raw = self._normalise(raw)
-        texts = [None if ids is None else self.tokenizer.decode(ids, skip_special_tokens=True) for ids in cot_ids]
-        cots_out = [texts[i] if (mode_think or use_cots) else None for i in index]
+        has_cot = mode_think or use_cots
+        ids_out = [list(cot_ids[i]) if has_cot else None for i in index]
+        cots_out = [None if ids is None else self.tokenizer.decode(ids, skip_special_tokens=True) for ids in ids_out]
         return ScoreOutput(
             rewards=raw[:, 0],
             rewards_by_dimension={d: raw[:, k] for k, d in enumerate(self.config.dimensions)},
             cots=cots_out,
+            cot_token_ids=ids_out,
             answers=[parse_answer(c) if c is not None else None for c in cots_out],
             sampling=settings,
             frame_timestamps=[items[i].video.timestamps.tolist() for i in index],
@@ -249,18 +253,23 @@ class DeScore:
         return settings
 
     def _load(self, source: VideoInput, fps: float | None, settings: SamplingConfig, position: int) -> Video:
-        name = str(source) if isinstance(source, (str, os.PathLike)) else f"<video {position}>"
+        """Read or normalise one video and sample it under ``settings``.
+
+        Files and in-memory videos of known rate (``video_fps``, or a :class:`Video` with a rate) are resampled to
+        the checkpoint's fps; in-memory frames of unknown rate are taken as already sampled at that fps.
+        """
         is_path = isinstance(source, (str, os.PathLike))
-        resample = is_path or fps is not None
+        name = str(source) if is_path else f"<video {position}>"
+        known_rate = is_path or fps is not None or (isinstance(source, Video) and source.source_fps is not None)
         try:
             video = load_video(
                 source,
-                fps=settings.fps if resample else None,
+                fps=settings.fps if known_rate else None,
                 max_frames=settings.max_frames,
-                source_fps=fps,
+                source_fps=fps if known_rate else settings.fps,
                 name=name,
             )
-        except VideoError as err:
+        except DeScoreError as err:
             raise VideoError(f"video {position} ({name}): {err}") from err
         if video.num_frames < settings.min_frames:
             duration = f"{video.duration:.2f} s" if video.duration is not None else "unknown duration"
@@ -280,7 +289,7 @@ class DeScore:
             video_key = (str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else id(source), fps)
             if video_key not in loaded or not dedupe:
                 loaded[video_key] = self._load(source, fps, settings, i)
-            cot_ids = None if cot is None else cot_token_ids(self.tokenizer, cot, [self.config.query_token])
+            cot_ids = None if cot is None else cot_token_ids(self.tokenizer, cot, self.config.query_token, self._eos_ids())
             key = (video_key, prompt, None if cot_ids is None else tuple(cot_ids))
             if dedupe and key in keys:
                 index.append(keys[key])
@@ -299,6 +308,7 @@ class DeScore:
             video_timestamps=[it.video.timestamps for it in batch],
             min_pixels=settings.min_pixels,
             max_pixels=settings.max_pixels,
+            per_frame_budget=True,
         )
         return {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
 
@@ -320,8 +330,9 @@ class DeScore:
         if not gen_kwargs.get("do_sample"):
             gen_kwargs.pop("temperature", None)
             gen_kwargs.pop("top_p", None)
-        eos_ids = self._eos_ids()
-        gen_kwargs.setdefault("eos_token_id", eos_ids)
+        gen_kwargs.setdefault("eos_token_id", self._eos_ids())
+        eos_ids = gen_kwargs["eos_token_id"]
+        eos_ids = [eos_ids] if isinstance(eos_ids, int) else list(eos_ids)
         gen_kwargs.setdefault("pad_token_id", self.tokenizer.pad_token_id)
         backbone = self.model.backbone
         out = backbone.generate(**inputs, return_dict_in_generate=True, use_cache=True, **gen_kwargs)

@@ -605,6 +605,19 @@ class QwenVideoProcessor:
         except PreprocessingError as err:
             raise PreprocessingError(f"video {index}: {err}") from None
 
+    def frame_budget(
+        self, num_frames: int, min_pixels: int | None, max_pixels: int | None
+    ) -> tuple[int | None, int | None]:
+        """Per-frame pixel bounds in this family's native units (over the temporally padded frames for Qwen3-VL)."""
+        if not FAMILIES[self.family].budget_over_frames:
+            return min_pixels, max_pixels
+        t = self.temporal_patch_size
+        frames = max(t, round(num_frames / t) * t)
+        return (
+            None if min_pixels is None else min_pixels * frames,
+            None if max_pixels is None else max_pixels * frames,
+        )
+
     def with_budget(self, min_pixels: int | None = None, max_pixels: int | None = None) -> QwenVideoProcessor:
         """A copy with another pixel budget (``None`` keeps the current value), like the official ``size=`` kwarg."""
         if min_pixels is None and max_pixels is None:
@@ -623,10 +636,12 @@ class QwenVideoProcessor:
         quantize: bool = False,
         min_pixels: int | None = None,
         max_pixels: int | None = None,
+        per_frame: bool = False,
     ) -> BatchFeature:
         """Videos (one ``(T, C, H, W)`` tensor or a list) -> ``pixel_values_videos`` (all patches concatenated, in
         video order) and ``video_grid_thw`` ``(num_videos, 3)``, as the official processor returns them.
-        ``min_pixels`` / ``max_pixels`` override the configured budget for this call."""
+        ``min_pixels`` / ``max_pixels`` override the configured budget for this call; with ``per_frame=True`` they
+        bound each frame's area whatever the family (Qwen3-VL's native budget covers all frames of a video)."""
         if isinstance(videos, torch.Tensor) and videos.ndim == 4:
             videos = [videos]
         if isinstance(videos, torch.Tensor) or not isinstance(videos, Sequence) or len(videos) == 0:
@@ -637,6 +652,9 @@ class QwenVideoProcessor:
         processor = self.with_budget(min_pixels, max_pixels)
         patches, grids = [], []
         for index, frames in enumerate(videos):
+            if per_frame and FAMILIES[self.family].budget_over_frames and isinstance(frames, torch.Tensor):
+                low, high = self.frame_budget(frames.shape[0], min_pixels, max_pixels)
+                processor = self.with_budget(low, high)
             flat, grid = processor.preprocess_video(frames, quantize=quantize, index=index)
             patches.append(flat)
             grids.append(list(grid))
