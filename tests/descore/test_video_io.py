@@ -532,7 +532,7 @@ def test_bad_files(tmp_path: Path) -> None:
 
 
 def test_one_frame_video(tmp_path: Path) -> None:
-    path = write_video(coded_frames(1)[:, :, :, :], tmp_path / "one.mp4", fps=24)
+    path = write_video(coded_frames(1), tmp_path / "one.mp4", fps=24)
     video = read_video(path, fps=2)
     assert video.num_frames == 1 and decode_indices(video) == [0]
     assert video.sampled_fps is None and video.duration == pytest.approx(1 / 24)
