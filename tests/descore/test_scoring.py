@@ -181,3 +181,11 @@ def test_bad_inputs(scorer, tmp_path):
         scorer.score([str(corrupt)], PROMPTS[:1], think=False)
     with pytest.raises(VideoError, match="at least"):
         scorer.score([video(1, 0)], PROMPTS[:1], think=False)
+
+
+@pytest.mark.parametrize("family", ["qwen2_vl", "qwen3_vl_moe"])
+def test_other_families_kv_reuse_matches_recompute(family):
+    scorer = make_scorer(family)
+    think = scorer.score(VIDEOS[:2], PROMPTS[:2], think=True, generation={"max_new_tokens": 6})
+    recompute = scorer.score(VIDEOS[:2], PROMPTS[:2], cots=think.cot_token_ids)
+    assert torch.allclose(think.rewards, recompute.rewards, atol=1e-5, rtol=0)
