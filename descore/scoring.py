@@ -275,7 +275,8 @@ class DeScore:
             duration = f"{video.duration:.2f} s" if video.duration is not None else "unknown duration"
             raise VideoError(
                 f"video {position} ({name}): yields {video.num_frames} frame(s) at {settings.fps} fps ({duration}); "
-                f"the checkpoint needs at least {settings.min_frames}. Use a longer video or pass video_fps."
+                f"the checkpoint needs at least {settings.min_frames}. Use a longer video"
+                + ("." if known_rate else ", or pass video_fps= so the frames can be resampled.")
             )
         return video
 

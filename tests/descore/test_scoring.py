@@ -189,3 +189,11 @@ def test_other_families_kv_reuse_matches_recompute(family):
     think = scorer.score(VIDEOS[:2], PROMPTS[:2], think=True, generation={"max_new_tokens": 6})
     recompute = scorer.score(VIDEOS[:2], PROMPTS[:2], cots=think.cot_token_ids)
     assert torch.allclose(think.rewards, recompute.rewards, atol=1e-5, rtol=0)
+
+
+def test_video_too_short_for_checkpoint_sampling(scorer, tmp_path):
+    from descore.video_io import write_video
+
+    path = write_video(video(6, 5), tmp_path / "short.mp4", fps=24)  # 0.25 s: one frame at 2 fps
+    with pytest.raises(VideoError, match=r"short.mp4.*yields 1 frame\(s\) at 2.0 fps.*at least 2"):
+        scorer.score([str(path)], PROMPTS[:1], think=False)
