@@ -52,7 +52,7 @@ def text_hidden_size(backbone: nn.Module) -> int:
     return int(text_config.hidden_size)
 
 
-def _load_backbone(path: str | os.PathLike, **load_kwargs: Any) -> nn.Module:
+def load_backbone(path: str | os.PathLike, **load_kwargs: Any) -> nn.Module:
     """Load a Qwen-VL ``...ForConditionalGeneration`` strictly from safetensors."""
     from transformers import AutoModelForImageTextToText
 
@@ -107,25 +107,25 @@ class DeScoreModel(nn.Module):
     @classmethod
     def from_backbone(
         cls,
-        backbone: nn.Module,
+        base_model: nn.Module,
         tokenizer: Any,
-        config: DeScoreConfig | None = None,
-        **config_overrides: Any,
+        **config: Any,
     ) -> "DeScoreModel":
-        """Turn a base Qwen-VL model into a new (untrained) DeScore model.
+        """Turn a base Qwen-VL model into a new (untrained) DeScore model; ``config`` sets DeScoreConfig fields.
 
         Adds the query token to ``tokenizer`` (in place) and gives it an embedding row initialised to the mean of the
         existing rows; the head is initialised with std 1/sqrt(hidden). Use the global torch seed for determinism.
         """
-        family = backbone_family(backbone)
-        base = config.to_dict() if config is not None else {}
-        base.update(config_overrides)
-        base.setdefault("backbone", getattr(backbone.config, "_name_or_path", "") or "unknown")
-        base["family"] = family
-        base["hidden_size"] = text_hidden_size(backbone)
-        config = DeScoreConfig.from_dict(base)
+        backbone = base_model
+        fields = dict(config)
+        fields.setdefault("backbone", getattr(backbone.config, "_name_or_path", "") or "unknown")
+        fields["family"] = backbone_family(backbone)
+        fields["hidden_size"] = text_hidden_size(backbone)
+        config = DeScoreConfig.from_dict(fields)
 
-        tokenizer.add_special_tokens({"additional_special_tokens": [config.query_token]})
+        tokenizer.add_special_tokens(
+            {"additional_special_tokens": [config.query_token]}, replace_additional_special_tokens=False
+        )
         query_id = tokenizer.convert_tokens_to_ids(config.query_token)
         embeddings = backbone.get_input_embeddings()
         if query_id >= embeddings.num_embeddings:
@@ -176,7 +176,7 @@ class DeScoreModel(nn.Module):
                 f"{head_path}: head weight has shape {tuple(weight.shape)}, expected {expected} "
                 f"(dimensions {config.dimensions}, hidden size {config.hidden_size})"
             )
-        backbone = _load_backbone(directory, **load_kwargs)
+        backbone = load_backbone(directory, **load_kwargs)
         model = cls(config, backbone.eval(), query_token_id)
         with torch.no_grad():
             model.score_head.weight.copy_(weight)

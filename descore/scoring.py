@@ -112,10 +112,22 @@ class DeScore:
         return cls(model, processor)
 
     @classmethod
-    def from_backbone(cls, backbone: torch.nn.Module, processor: QwenVLProcessor, **config: Any) -> "DeScore":
-        """Start a new DeScore model from a base Qwen-VL model and its processor (adds the query token)."""
-        model = DeScoreModel.from_backbone(backbone, processor.tokenizer, **config)
+    def from_backbone(cls, base_model: torch.nn.Module, processor: QwenVLProcessor, **config: Any) -> "DeScore":
+        """Start a new DeScore model from a base Qwen-VL model and its processor (adds the query token).
+        ``config`` sets DeScoreConfig fields."""
+        model = DeScoreModel.from_backbone(base_model, processor.tokenizer, **config)
         return cls(model, processor)
+
+    @classmethod
+    def from_base_model(cls, path: str | os.PathLike, config: dict[str, Any] | None = None, **load_kwargs: Any) -> "DeScore":
+        """Start a new DeScore model from a base Qwen-VL checkpoint (a local folder or, where a hub is reachable, an
+        id such as ``Qwen/Qwen3-VL-8B-Instruct``). The backbone is loaded strictly; ``config`` sets DeScoreConfig
+        fields (query token, dimensions, sampling, ...); ``load_kwargs`` go to the backbone's ``from_pretrained``."""
+        from descore.modeling import load_backbone
+
+        backbone = load_backbone(path, **load_kwargs)
+        processor = QwenVLProcessor.from_pretrained(path)
+        return cls.from_backbone(backbone, processor, backbone=str(path), **(config or {}))
 
     def save_pretrained(self, path: str | os.PathLike) -> Path:
         path = Path(path)

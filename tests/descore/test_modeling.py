@@ -134,3 +134,20 @@ def test_cli_score_and_compare(saved, tmp_path, capsys):
     assert result["preferred"] == ("A" if expected[0] > expected[1] else "B")
     assert main(["score", str(tmp_path / "missing.mp4"), "--prompt", "x", "--model", str(path), "--no-think"]) == 2
     assert "missing.mp4" in capsys.readouterr().err
+
+
+def test_new_model_from_a_saved_base_checkpoint(tmp_path):
+    from toyworld.tiny_models import save_qwen_vl
+
+    base = save_qwen_vl(tmp_path / "base", "qwen2_5_vl", "tiny", seed=1)
+    torch.manual_seed(0)
+    scorer = DeScore.from_base_model(base, config={"dimensions": ["overall", "subject"], "sampling": {"min_pixels": 784, "max_pixels": 56 * 56}})
+    assert scorer.config.family == "qwen2_5_vl" and scorer.config.backbone == str(base)
+    assert scorer.tokenizer.convert_tokens_to_ids(scorer.config.query_token) == scorer.model.query_token_id
+    out = scorer.score(VIDEOS[:2], PROMPTS[:2], think=False)
+    assert set(out.rewards_by_dimension) == {"overall", "subject"}
+    assert torch.equal(out.rewards, out.rewards_by_dimension["overall"])
+    assert not torch.equal(out.rewards_by_dimension["overall"], out.rewards_by_dimension["subject"])
+    scorer.save_pretrained(tmp_path / "descore")
+    again = DeScore.from_pretrained(tmp_path / "descore")
+    assert torch.equal(again.score(VIDEOS[:2], PROMPTS[:2], think=False).rewards, out.rewards)
