@@ -124,7 +124,7 @@ class DeScoreModel(nn.Module):
         config = DeScoreConfig.from_dict(fields)
 
         tokenizer.add_special_tokens(
-            {"additional_special_tokens": [config.query_token]}, replace_additional_special_tokens=False
+            {"extra_special_tokens": [config.query_token]}, replace_extra_special_tokens=False
         )
         query_id = tokenizer.convert_tokens_to_ids(config.query_token)
         embeddings = backbone.get_input_embeddings()
