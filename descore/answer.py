@@ -9,8 +9,9 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping, Optional
+from typing import Optional
 
 DIMENSIONS: tuple[str, ...] = ("subject", "dynamics", "camera", "environment", "style")
 PRIMARY_DIMENSIONS: tuple[str, ...] = ("subject", "dynamics")

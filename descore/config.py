@@ -131,7 +131,7 @@ class DeScoreConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "DeScoreConfig") -> "DeScoreConfig":
+    def from_dict(cls, data: dict[str, Any], where: str = "DeScoreConfig") -> DeScoreConfig:
         try:
             return _from_dict(cls, data, where)
         except TypeError as err:  # e.g. a nested value of the wrong type
@@ -143,7 +143,7 @@ class DeScoreConfig:
         return path
 
     @classmethod
-    def load(cls, directory: str | os.PathLike) -> "DeScoreConfig":
+    def load(cls, directory: str | os.PathLike) -> DeScoreConfig:
         path = Path(directory) / CONFIG_NAME
         if not path.is_file():
             raise ConfigError(f"{path}: not found; a DeScore checkpoint needs {CONFIG_NAME}")

@@ -10,7 +10,8 @@ Think-free scoring uses an empty chain of thought; think-then-score appends the 
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 import torch
 

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from descore.config import DeScoreConfig, SUPPORTED_FAMILIES
+from descore.config import SUPPORTED_FAMILIES, DeScoreConfig
 from descore.errors import CheckpointError
 
 logger = logging.getLogger(__name__)
@@ -110,7 +110,7 @@ class DeScoreModel(nn.Module):
         base_model: nn.Module,
         tokenizer: Any,
         **config: Any,
-    ) -> "DeScoreModel":
+    ) -> DeScoreModel:
         """Turn a base Qwen-VL model into a new (untrained) DeScore model; ``config`` sets DeScoreConfig fields.
 
         Adds the query token to ``tokenizer`` (in place) and gives it an embedding row initialised to the mean of the
@@ -153,7 +153,7 @@ class DeScoreModel(nn.Module):
     @classmethod
     def from_pretrained(
         cls, directory: str | os.PathLike, *, query_token_id: int, **load_kwargs: Any
-    ) -> "DeScoreModel":
+    ) -> DeScoreModel:
         """Load a DeScore checkpoint strictly. ``query_token_id`` comes from the checkpoint's tokenizer.
 
         ``load_kwargs`` go to the backbone's ``from_pretrained`` (``dtype``, ``device_map``, ``attn_implementation``).

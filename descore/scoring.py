@@ -17,9 +17,10 @@ import dataclasses
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import torch
 from tqdm.auto import tqdm
@@ -96,7 +97,7 @@ class DeScore:
 
     # ------------------------------------------------------------------ loading and saving
     @classmethod
-    def from_pretrained(cls, path: str | os.PathLike, **load_kwargs: Any) -> "DeScore":
+    def from_pretrained(cls, path: str | os.PathLike, **load_kwargs: Any) -> DeScore:
         """Load a DeScore checkpoint directory (strict). ``load_kwargs`` go to the backbone's ``from_pretrained``."""
         from descore.errors import CheckpointError
 
@@ -112,14 +113,14 @@ class DeScore:
         return cls(model, processor)
 
     @classmethod
-    def from_backbone(cls, base_model: torch.nn.Module, processor: QwenVLProcessor, **config: Any) -> "DeScore":
+    def from_backbone(cls, base_model: torch.nn.Module, processor: QwenVLProcessor, **config: Any) -> DeScore:
         """Start a new DeScore model from a base Qwen-VL model and its processor (adds the query token).
         ``config`` sets DeScoreConfig fields."""
         model = DeScoreModel.from_backbone(base_model, processor.tokenizer, **config)
         return cls(model, processor)
 
     @classmethod
-    def from_base_model(cls, path: str | os.PathLike, config: dict[str, Any] | None = None, **load_kwargs: Any) -> "DeScore":
+    def from_base_model(cls, path: str | os.PathLike, config: dict[str, Any] | None = None, **load_kwargs: Any) -> DeScore:
         """Start a new DeScore model from a base Qwen-VL checkpoint (a local folder or, where a hub is reachable, an
         id such as ``Qwen/Qwen3-VL-8B-Instruct``). The backbone is loaded strictly; ``config`` sets DeScoreConfig
         fields (query token, dimensions, sampling, ...); ``load_kwargs`` go to the backbone's ``from_pretrained``."""

@@ -7,8 +7,8 @@ being judged, a supplied chain of thought) is neutralised first: no string a use
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Iterable
 
 from descore.answer import DIMENSIONS
 

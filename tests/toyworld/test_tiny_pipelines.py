@@ -16,16 +16,6 @@ from toyworld.tiny_models import (
     save_video_pipeline,
 )
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 PROMPT = "A small red circle moves left on a dark background."
 PIPELINE_CLASSES = {
     "wan2.1": "WanPipeline",

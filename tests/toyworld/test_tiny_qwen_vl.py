@@ -21,15 +21,6 @@ from toyworld.tiny_models import (
 FRAMES, SIDE = 8, 64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny models run fastest on one thread; on a shared 2-core machine two threads can be 10x slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def _video_inputs(family: str, model) -> dict[str, torch.Tensor]:
     """Prompt + one 8-frame video, laid out as the official processors do (random pixels: layout is what counts)."""
     settings = video_processor_settings(family, "tiny")
