@@ -7,7 +7,7 @@ import torch
 from diffusers import CogVideoXDDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 from descore.errors import ConfigError
-from recipes.sde import ddim_step, flow_sde_step, flow_sde_std, gaussian_log_prob
+from recipes.sde import ddim_step, flow_sde_std, flow_sde_step, gaussian_log_prob
 
 
 def _direct_log_density(sample, mean, std):
