@@ -1,0 +1,569 @@
+"""The toy text-to-video generator: a tiny Wan2.1 trained on toy-world videos, shipped with the package.
+
+It is a real :class:`~diffusers.WanPipeline` (UMT5 text encoder, :class:`~diffusers.AutoencoderKLWan`,
+:class:`~diffusers.WanTransformer3DModel`, UniPC flow-matching sampler) small enough to sample a 9-frame 64x64 video
+in a fraction of a second on one CPU thread. Being weakly trained, it gets colours and backgrounds mostly right and
+shapes, motions and object integrity only sometimes: a real spread of quality for best-of-N, reward guidance and
+generator fine-tuning to work on (docs/toy_generator.md has the measurements).
+
+Training has two phases, as the toy-world trials recommend:
+
+1. the VAE, made per-frame (no temporal compression, and the causal convolutions' past-frame taps held at zero, so
+   every frame is encoded and decoded on its own) and trained on single frames of clean toy renders with an L1 + MSE
+   reconstruction loss and a small KL term;
+2. the transformer, with rectified flow on the VAE latents of clean renders: ``x_s = (1 - s) x0 + s eps``, target
+   ``v = eps - x0``, shifted logit-normal noise levels matching the sampler's flow shift, 10% caption dropout for
+   classifier-free guidance, AdamW with a cosine schedule and an EMA of the weights. Prompts are encoded by the
+   pipeline's own frozen text encoder through :meth:`~diffusers.WanPipeline.encode_prompt`, so the trained model
+   runs inside the unmodified pipeline.
+
+Use :func:`load_toy_generator` with :data:`TOY_GENERATOR_CALL`; :func:`train_toy_generator` reproduces the shipped
+checkpoint and :func:`evaluate_generator` measures prompt agreement with the analyzer.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import logging
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from diffusers import WanPipeline
+from tqdm.auto import tqdm
+
+from descore.answer import DIMENSIONS, overall_from_subscores
+from descore.errors import CheckpointError, ConfigError
+from toyworld.analyzer import DetectedObject, measure, score
+from toyworld.prompts import parse_prompt, write_prompt
+from toyworld.render import render
+from toyworld.scene import SceneSpec, WorldConfig, sample_scene
+from toyworld.tiny_models.video_pipelines import build_video_pipeline
+
+logger = logging.getLogger(__name__)
+
+#: Where the shipped checkpoint lives (package data).
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "toy_generator"
+#: The training settings and measurements written next to the pipeline's own files.
+TRAINING_RECORD = "toy_generator.json"
+
+#: The world the generator draws: 9 frames of 64x64, the toy world's default geometry.
+WORLD = WorldConfig()
+
+#: Longest prompt in tokens the generator reads. Toy prompts are up to about 100 T5 tokens (many toy words are
+#: spelled out piece by piece); the pipeline pads prompt embeddings with zeros to this length, and the transformer
+#: was trained with exactly this padding, so call the pipeline with this ``max_sequence_length``.
+MAX_SEQUENCE_LENGTH = 128
+
+#: Architecture, as ``build_video_pipeline("wan2.1", overrides=...)`` arguments. The VAE compresses 4x in space and
+#: not in time (latent 8 x 9 x 16 x 16 per video); the transformer sees 4 x 4 patches of it: 144 tokens per video.
+TOY_GENERATOR_OVERRIDES: dict[str, dict[str, Any]] = {
+    "vae": {"base_dim": 8, "z_dim": 8, "dim_mult": [1, 2, 4], "num_res_blocks": 1, "temperal_downsample": [False, False]},
+    "transformer": {
+        "patch_size": (1, 4, 4),
+        "num_attention_heads": 4,
+        "attention_head_dim": 32,
+        "ffn_dim": 512,
+        "num_layers": 4,
+        "rope_max_seq_len": 32,
+    },
+    "text_encoder": {"d_model": 64, "d_ff": 128, "d_kv": 16, "num_heads": 4, "num_layers": 2},
+}
+
+#: Recommended call: ``pipe(prompt, **TOY_GENERATOR_CALL, generator=...)``. ``num_frames`` is 8 because WanPipeline
+#: rounds the frame count to ``k * temporal_factor + 1`` and this VAE's temporal factor is 1, so asking for 8 frames
+#: gives the world's 9 (diffusers logs a harmless rounding warning).
+TOY_GENERATOR_CALL: dict[str, Any] = {
+    "height": WORLD.height,
+    "width": WORLD.width,
+    "num_frames": WORLD.num_frames - 1,
+    "num_inference_steps": 16,
+    "guidance_scale": 4.0,
+    "max_sequence_length": MAX_SEQUENCE_LENGTH,
+}
+
+#: Per-attribute agreement measured by :func:`evaluate_generator` (besides the analyzer's own sub-scores).
+AGREEMENT_KEYS: tuple[str, ...] = ("colour", "shape", "size", "motion", "intact", "background", "texture", "camera")
+
+
+@dataclass(frozen=True)
+class TrainingSettings:
+    """Everything that determines a training run (stored with the checkpoint, so it can be reproduced)."""
+
+    steps_vae: int = 1500
+    steps_transformer: int = 2500
+    seed: int = 0
+    vae_batch_size: int = 12
+    vae_lr: float = 2e-3
+    vae_kl_weight: float = 1e-4
+    num_videos: int = 2000
+    batch_size: int = 16
+    lr: float = 8e-4
+    warmup_steps: int = 100
+    weight_decay: float = 0.01
+    ema_decay: float = 0.998
+    caption_dropout: float = 0.1
+    timestep_shift: float = 3.0
+    grad_clip: float = 1.0
+
+    def __post_init__(self) -> None:
+        for name in ("steps_vae", "steps_transformer", "warmup_steps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ConfigError(f"training setting {name} must be a non-negative integer, got {value!r}")
+        for name in ("vae_batch_size", "num_videos", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ConfigError(f"training setting {name} must be a positive integer, got {value!r}")
+        for name in ("vae_lr", "lr", "timestep_shift"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"training setting {name} must be positive, got {getattr(self, name)!r}")
+        for name in ("ema_decay", "caption_dropout"):
+            if not 0.0 <= getattr(self, name) < 1.0:
+                raise ConfigError(f"training setting {name} must be in [0, 1), got {getattr(self, name)!r}")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared pieces
+
+
+def build_toy_generator(seed: int = 0) -> WanPipeline:
+    """The generator's architecture with fresh seeded weights (the random-init baseline, and training's start)."""
+    return build_video_pipeline("wan2.1", seed, overrides=TOY_GENERATOR_OVERRIDES)
+
+
+def make_per_frame(vae: torch.nn.Module) -> None:
+    """Zero the past-frame taps of every causal 3D convolution, so each frame is encoded and decoded on its own.
+
+    With no temporal down/upsampling, AutoencoderKLWan mixes frames only through its causal convolutions' taps on
+    the two previous frames; without them, a video's latents are exactly its frames' latents, which is what training
+    on single frames teaches.
+    """
+    with torch.no_grad():
+        for module in vae.modules():
+            if isinstance(module, torch.nn.Conv3d) and module.kernel_size[0] > 1:
+                module.weight[:, :, :-1].zero_()
+
+
+def _to_model_range(frames: np.ndarray) -> torch.Tensor:
+    """Frames (..., 3, H, W) in [0, 1] as a tensor in the VAE's [-1, 1]."""
+    return torch.from_numpy(np.ascontiguousarray(frames, dtype=np.float32)) * 2.0 - 1.0
+
+
+def _cosine_lr(step: int, total: int, warmup: int) -> float:
+    """Linear warm-up, then a cosine decay to zero: the learning-rate multiplier at ``step``."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def _optimizer(params: Sequence[torch.nn.Parameter], lr: float, weight_decay: float) -> torch.optim.AdamW:
+    return torch.optim.AdamW(params, lr=lr, betas=(0.9, 0.99), weight_decay=weight_decay)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Phase 1: the VAE
+
+
+def train_vae(
+    vae: torch.nn.Module,
+    settings: TrainingSettings,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    *,
+    progress: bool = True,
+) -> list[float]:
+    """Train the per-frame VAE on single frames of freshly rendered clean toy videos; returns the loss per step."""
+    make_per_frame(vae)
+    vae.train()
+    params = [p for p in vae.parameters() if p.requires_grad]
+    optimizer = _optimizer(params, settings.vae_lr, 0.0)
+    losses = []
+    warmup = min(settings.warmup_steps, max(1, settings.steps_vae // 10))
+    for step in tqdm(range(settings.steps_vae), desc="toy generator: VAE", disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = settings.vae_lr * _cosine_lr(step, settings.steps_vae, warmup)
+        scenes = [sample_scene(rng, WORLD) for _ in range(settings.vae_batch_size)]
+        videos = render(scenes, WORLD)
+        picks = rng.integers(WORLD.num_frames, size=len(scenes))
+        frames = _to_model_range(videos[np.arange(len(scenes)), picks])[:, :, None]  # (B, 3, 1, H, W)
+        posterior = vae.encode(frames).latent_dist
+        recon = vae.decode(posterior.sample(generator=generator)).sample
+        reconstruction = (recon - frames).abs().mean() + (recon - frames).pow(2).mean()
+        kl = 0.5 * (posterior.mean.pow(2) + posterior.var - 1.0 - posterior.logvar).mean()
+        loss = reconstruction + settings.vae_kl_weight * kl
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        make_per_frame(vae)
+        losses.append(float(reconstruction))
+    vae.eval()
+    return losses
+
+
+@torch.no_grad()
+def encode_videos(vae: torch.nn.Module, videos: np.ndarray, *, batch_size: int = 16, progress: bool = False) -> torch.Tensor:
+    """Posterior means (N, z, T, h, w) of videos (N, T, 3, H, W) in [0, 1], unnormalised."""
+    out = []
+    for start in tqdm(range(0, len(videos), batch_size), desc="toy generator: encode", disable=not progress):
+        chunk = _to_model_range(videos[start : start + batch_size]).permute(0, 2, 1, 3, 4)
+        out.append(vae.encode(chunk).latent_dist.mean)
+    return torch.cat(out)
+
+
+def set_latent_statistics(vae: torch.nn.Module, latents: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Store per-channel mean and std of ``latents`` (N, z, ...) in the VAE config, where WanPipeline reads them."""
+    dims = [0] + list(range(2, latents.ndim))
+    mean, std = latents.mean(dim=dims), latents.std(dim=dims).clamp_min(1e-6)
+    vae.register_to_config(latents_mean=[float(v) for v in mean], latents_std=[float(v) for v in std])
+    shape = (1, -1) + (1,) * (latents.ndim - 2)
+    return mean.view(shape), std.view(shape)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Phase 2: the transformer
+
+
+def encode_prompts(pipe: WanPipeline, prompts: Sequence[str]) -> torch.Tensor:
+    """Prompt embeddings exactly as WanPipeline computes them for a call with :data:`MAX_SEQUENCE_LENGTH`."""
+    with torch.no_grad():
+        embeds, _ = pipe.encode_prompt(
+            list(prompts), do_classifier_free_guidance=False, max_sequence_length=MAX_SEQUENCE_LENGTH, device="cpu"
+        )
+    return embeds
+
+
+def sample_noise_levels(batch: int, shift: float, generator: torch.Generator) -> torch.Tensor:
+    """Noise levels s in (0, 1): logit-normal, then shifted towards noise as the sampler's flow shift does."""
+    u = torch.sigmoid(torch.randn(batch, generator=generator))
+    return shift * u / (1.0 + (shift - 1.0) * u)
+
+
+def train_transformer(
+    pipe: WanPipeline,
+    latents: torch.Tensor,
+    specs: Sequence[SceneSpec],
+    settings: TrainingSettings,
+    rng: np.random.Generator,
+    generator: torch.Generator,
+    *,
+    progress: bool = True,
+) -> list[float]:
+    """Rectified-flow training of ``pipe.transformer`` on normalised latents (N, z, T, h, w) of videos showing
+    ``specs``; every use of a video gets a freshly phrased prompt. Leaves the EMA weights in the transformer."""
+    transformer = pipe.transformer
+    transformer.train()
+    params = [p for p in transformer.parameters() if p.requires_grad]
+    ema = [p.detach().clone() for p in params]
+    optimizer = _optimizer(params, settings.lr, settings.weight_decay)
+    losses = []
+    for step in tqdm(range(settings.steps_transformer), desc="toy generator: transformer", disable=not progress):
+        for group in optimizer.param_groups:
+            group["lr"] = settings.lr * _cosine_lr(step, settings.steps_transformer, settings.warmup_steps)
+        index = rng.integers(len(specs), size=settings.batch_size)
+        prompts = [
+            "" if rng.random() < settings.caption_dropout else write_prompt(specs[i], rng) for i in index
+        ]
+        embeds = encode_prompts(pipe, prompts)
+        x0 = latents[torch.from_numpy(index)]
+        noise = torch.randn(x0.shape, generator=generator)
+        s = sample_noise_levels(len(index), settings.timestep_shift, generator)
+        s_ = s.view(-1, 1, 1, 1, 1)
+        noisy = (1.0 - s_) * x0 + s_ * noise
+        pred = transformer(hidden_states=noisy, timestep=s * 1000.0, encoder_hidden_states=embeds, return_dict=False)[0]
+        loss = (pred - (noise - x0)).pow(2).mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(params, settings.grad_clip)
+        optimizer.step()
+        decay = min(settings.ema_decay, (1.0 + step) / (10.0 + step))
+        with torch.no_grad():
+            for shadow, p in zip(ema, params):
+                shadow.lerp_(p.detach(), 1.0 - decay)
+        losses.append(float(loss))
+    with torch.no_grad():
+        for shadow, p in zip(ema, params):
+            p.copy_(shadow)
+    transformer.eval()
+    return losses
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole recipe
+
+
+def train_toy_generator(
+    out_dir: str | Path,
+    *,
+    steps_vae: int = TrainingSettings.steps_vae,
+    steps_transformer: int = TrainingSettings.steps_transformer,
+    seed: int = 0,
+    vae_from: str | Path | None = None,
+    progress: bool = True,
+    **settings: Any,
+) -> Path:
+    """Train the toy generator from scratch and save it as a WanPipeline (safetensors) in ``out_dir``.
+
+    ``vae_from`` reuses the VAE of an earlier run's checkpoint (phase 1 is skipped; the VAE is trained once).
+    Other keyword arguments override :class:`TrainingSettings` fields. Same settings and seed, same weights.
+    """
+    unknown = sorted(set(settings) - {f for f in TrainingSettings.__dataclass_fields__})
+    if unknown:
+        raise ConfigError(f"train_toy_generator: unknown training setting(s) {unknown}")
+    config = TrainingSettings(steps_vae=steps_vae, steps_transformer=steps_transformer, seed=seed, **settings)
+    out_dir = Path(out_dir)
+    rng = np.random.default_rng(config.seed)
+    generator = torch.Generator().manual_seed(config.seed)
+    pipe = build_toy_generator(config.seed)
+    timings: dict[str, float] = {}
+    record: dict[str, Any] = {"settings": asdict(config), "world": asdict(WORLD), "call": TOY_GENERATOR_CALL}
+
+    start = time.perf_counter()
+    if vae_from is not None:
+        pipe.vae = load_toy_generator(vae_from).vae
+        record["vae_from"] = str(vae_from)
+        vae_losses: list[float] = []
+    else:
+        vae_losses = train_vae(pipe.vae, config, rng, generator, progress=progress)
+    timings["vae_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    scenes = [sample_scene(rng, WORLD) for _ in range(config.num_videos)]
+    latents = encode_videos(pipe.vae, render(scenes, WORLD), progress=progress)
+    mean, std = set_latent_statistics(pipe.vae, latents)
+    latents = (latents - mean) / std
+    timings["encode_s"] = time.perf_counter() - start
+
+    start = time.perf_counter()
+    transformer_losses = train_transformer(
+        pipe, latents, [s.spec for s in scenes], config, rng, generator, progress=progress
+    )
+    timings["transformer_s"] = time.perf_counter() - start
+
+    pipe.save_pretrained(out_dir, safe_serialization=True)
+    record["timings"] = {k: round(v, 1) for k, v in timings.items()}
+    record["losses"] = {
+        "vae_reconstruction_last100": _tail_mean(vae_losses),
+        "transformer_last100": _tail_mean(transformer_losses),
+    }
+    (out_dir / TRAINING_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    logger.info("toy generator saved to %s (%s)", out_dir, record["timings"])
+    return out_dir
+
+
+def _tail_mean(values: Sequence[float], n: int = 100) -> float | None:
+    return round(float(np.mean(values[-n:])), 5) if values else None
+
+
+def load_toy_generator(path: str | Path | None = None) -> WanPipeline:
+    """The toy generator (the shipped checkpoint by default), loaded offline; call it with :data:`TOY_GENERATOR_CALL`."""
+    path = Path(path) if path is not None else DEFAULT_CHECKPOINT
+    if not (path / "model_index.json").is_file():
+        raise CheckpointError(f"{path}: not a toy generator checkpoint (no model_index.json)")
+    try:
+        pipe = WanPipeline.from_pretrained(path, local_files_only=True)
+    except (OSError, ValueError, KeyError) as err:
+        raise CheckpointError(f"{path}: cannot load the toy generator ({type(err).__name__}: {err})") from err
+    pipe.set_progress_bar_config(disable=True)
+    return pipe
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Evaluation
+
+
+@dataclass(frozen=True)
+class GeneratorEvaluation:
+    """Prompt agreement of a generator, measured by the analyzer from the pixels of its videos.
+
+    ``agreement`` maps each of :data:`AGREEMENT_KEYS` to the share of requested objects (colour, shape, size,
+    motion, intact) or videos (background, texture, camera) that match the prompt, each analyzer dimension to the
+    share of videos where it scores 2, and ``overall`` to the mean analyzer overall score (1-5). ``chance`` holds
+    the same measurements against the prompt of another video of the batch (a fixed derangement): what agreement
+    looks like when the video ignores its prompt.
+    """
+
+    agreement: dict[str, float]
+    chance: dict[str, float]
+    num_videos: int
+    seconds_per_video: float
+    overall_scores: tuple[float, ...] = field(default_factory=tuple)
+
+
+def _object_agreement(spec: SceneSpec, objects: Sequence[DetectedObject]) -> dict[str, list[float]]:
+    by_color = {d.color: d for d in objects}
+    out: dict[str, list[float]] = {k: [] for k in ("colour", "shape", "size", "motion", "intact")}
+    for obj in spec.objects:
+        det = by_color.get(obj.color)
+        out["colour"].append(float(det is not None))
+        out["shape"].append(float(det is not None and not det.split and det.shape == obj.shape))
+        if obj.size is not None:
+            out["size"].append(float(det is not None and det.size == obj.size))
+        out["motion"].append(float(det is not None and det.motion == obj.motion))
+        out["intact"].append(float(det is not None and not det.split and det.fragments < 0.5))
+    return out
+
+
+def _agreement(
+    specs: Sequence[SceneSpec], measured: Sequence[tuple[dict[str, Any], tuple[DetectedObject, ...]]]
+) -> tuple[dict[str, float], list[float]]:
+    pools: dict[str, list[float]] = {k: [] for k in AGREEMENT_KEYS + DIMENSIONS}
+    overall = []
+    for spec, (measurements, objects) in zip(specs, measured):
+        for key, values in _object_agreement(spec, objects).items():
+            pools[key].extend(values)
+        pools["background"].append(float(measurements["background"] == spec.background))
+        pools["texture"].append(float(measurements["texture"] == spec.texture))
+        if spec.camera is not None:
+            pools["camera"].append(float(measurements["camera"] == spec.camera))
+        subscores, _ = score(spec, measurements, objects)
+        for dim, value in subscores.items():
+            if value is not None:
+                pools[dim].append(float(value == 2))
+        overall.append(overall_from_subscores(subscores))
+    result = {k: float(np.mean(v)) if v else float("nan") for k, v in pools.items()}
+    result["overall"] = float(np.mean(overall))
+    return result, overall
+
+
+def generate_videos(
+    pipe: WanPipeline, prompts: Sequence[str], seeds: Sequence[int], *, batch_size: int = 8, **call: Any
+) -> np.ndarray:
+    """Videos (N, T, 3, H, W) in [0, 1] for each (prompt, seed), generated with :data:`TOY_GENERATOR_CALL` updated
+    by ``call``. Each video depends only on its own prompt and seed, not on the batch it was generated in."""
+    if len(prompts) != len(seeds):
+        raise ConfigError(f"generate_videos: {len(prompts)} prompts but {len(seeds)} seeds")
+    settings = {**TOY_GENERATOR_CALL, **call}
+    out = []
+    for start in range(0, len(prompts), batch_size):
+        chunk = list(prompts[start : start + batch_size])
+        generators = [torch.Generator().manual_seed(int(s)) for s in seeds[start : start + batch_size]]
+        with torch.no_grad():
+            frames = pipe(chunk, generator=generators, output_type="pt", **settings).frames
+        out.append(frames.float().clamp(0.0, 1.0).numpy())
+    return np.concatenate(out)
+
+
+def evaluate_generator(
+    pipe: WanPipeline, prompts: Sequence[str], seeds: Sequence[int], *, batch_size: int = 8, **call: Any
+) -> GeneratorEvaluation:
+    """Generate one video per (prompt, seed) and measure its agreement with the prompt with the toy analyzer."""
+    if len(prompts) < 2:
+        raise ConfigError("evaluate_generator needs at least 2 prompts (chance is measured against another prompt)")
+    specs = [parse_prompt(p) for p in prompts]
+    start = time.perf_counter()
+    videos = generate_videos(pipe, prompts, seeds, batch_size=batch_size, **call)
+    seconds = (time.perf_counter() - start) / len(prompts)
+    measured = [measure(v) for v in videos]
+    agreement, overall = _agreement(specs, measured)
+    chance, _ = _agreement(specs[1:] + specs[:1], measured)
+    return GeneratorEvaluation(agreement, chance, len(prompts), seconds, tuple(overall))
+
+
+def toy_prompts(n: int, seed: int) -> list[str]:
+    """``n`` toy-world prompts of the training distribution, drawn from their own seed."""
+    rng = np.random.default_rng(seed)
+    return [write_prompt(sample_scene(rng, WORLD).spec, rng) for _ in range(n)]
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Command line
+
+
+def add_generator_commands(toy_subparsers: argparse._SubParsersAction) -> None:
+    """Add ``train-generator`` and ``eval-generator`` to the ``descore toy`` command group."""
+    defaults = TrainingSettings()
+    p = toy_subparsers.add_parser(
+        "train-generator",
+        help="train the toy text-to-video generator (a tiny Wan2.1) from scratch",
+        description="Train the toy generator in two phases (per-frame VAE, then the transformer with rectified "
+        "flow) on clean toy-world renders and save it as a WanPipeline. The defaults reproduce the shipped "
+        "checkpoint (about 25 minutes on one CPU thread).",
+    )
+    p.add_argument("--out", required=True, type=Path, help="output folder for the pipeline")
+    p.add_argument("--steps-vae", type=int, default=defaults.steps_vae, help="VAE training steps")
+    p.add_argument("--steps", "--steps-transformer", dest="steps_transformer", type=int,
+                   default=defaults.steps_transformer, help="transformer training steps")
+    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument("--videos", dest="num_videos", type=int, default=defaults.num_videos,
+                   help="rendered videos whose latents the transformer trains on")
+    p.add_argument("--vae-from", type=Path, default=None, help="reuse the VAE of this checkpoint (skips phase 1)")
+    p.add_argument("--eval-prompts", type=int, default=64, help="prompts to evaluate on afterwards (0: skip)")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest for these tiny models)")
+    p.set_defaults(func=_run_train)
+
+    p = toy_subparsers.add_parser(
+        "eval-generator", help="measure a toy generator's prompt agreement with the analyzer"
+    )
+    p.add_argument("--model", type=Path, default=None, help="checkpoint folder (default: the shipped one)")
+    p.add_argument("--random-init", action="store_true", help="evaluate the same architecture with random weights")
+    p.add_argument("--prompts", type=int, default=64, help="number of toy prompts")
+    p.add_argument("--seed", type=int, default=1234, help="seed of the prompts and of the sampling noise")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--json", action="store_true", help="print the evaluation as JSON")
+    p.set_defaults(func=_run_eval)
+
+
+def _print_evaluation(evaluation: GeneratorEvaluation, as_json: bool) -> None:
+    if as_json:
+        payload = asdict(evaluation)
+        payload.pop("overall_scores")
+        print(json.dumps(payload, indent=2))
+        return
+    print(f"{evaluation.num_videos} videos, {evaluation.seconds_per_video:.2f} s per video")
+    print(f"{'':>12}  {'agreement':>9}  {'chance':>7}")
+    for key, value in evaluation.agreement.items():
+        print(f"{key:>12}  {value:9.3f}  {evaluation.chance[key]:7.3f}")
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    pipe = build_toy_generator(args.seed) if args.random_init else load_toy_generator(args.model)
+    prompts = toy_prompts(args.prompts, args.seed)
+    seeds = [args.seed + i for i in range(len(prompts))]
+    _print_evaluation(evaluate_generator(pipe, prompts, seeds), args.json)
+    return 0
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    torch.set_num_threads(args.threads)
+    out = train_toy_generator(
+        args.out,
+        steps_vae=args.steps_vae,
+        steps_transformer=args.steps_transformer,
+        seed=args.seed,
+        vae_from=args.vae_from,
+        num_videos=args.num_videos,
+    )
+    print(f"saved the toy generator to {out}")
+    if args.eval_prompts:
+        prompts = toy_prompts(args.eval_prompts, seed=1234)
+        evaluation = evaluate_generator(load_toy_generator(out), prompts, [1234 + i for i in range(len(prompts))])
+        _print_evaluation(evaluation, as_json=False)
+    return 0
+
+
+__all__ = [
+    "AGREEMENT_KEYS",
+    "DEFAULT_CHECKPOINT",
+    "MAX_SEQUENCE_LENGTH",
+    "TOY_GENERATOR_CALL",
+    "TOY_GENERATOR_OVERRIDES",
+    "GeneratorEvaluation",
+    "TrainingSettings",
+    "add_generator_commands",
+    "build_toy_generator",
+    "evaluate_generator",
+    "generate_videos",
+    "load_toy_generator",
+    "toy_prompts",
+    "train_toy_generator",
+]
