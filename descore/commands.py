@@ -108,3 +108,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _add_model_arguments(p)
     p.add_argument("--tie-threshold", type=float, default=0.0, help="call a tie when |r_A - r_B| <= this (default 0)")
     p.set_defaults(func=_run_compare)
+
+    from descore import training_cli
+
+    training_cli.register(sub)

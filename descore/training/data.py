@@ -72,14 +72,20 @@ class FrameStore:
         return self.cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
 
     def add_all(
-        self, videos: Sequence[Path], load: Callable[[str, float | None, SamplingConfig, int], Video], *, progress: bool = True
+        self,
+        videos: Sequence[Path],
+        load: Callable[[str, float | None, SamplingConfig, int], Video],
+        *,
+        progress: bool = True,
     ) -> None:
         """Decode every video not yet stored; raise one :class:`DataError` listing every video that failed."""
         problems = []
         todo = [Path(v) for v in dict.fromkeys(videos) if str(v) not in self._memory]
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
-        for position, path in enumerate(tqdm(todo, desc="decoding videos", unit="video", disable=not progress)):
+        for position, path in enumerate(
+            tqdm(todo, desc="decoding videos", unit="video", disable=not progress)
+        ):
             cache_file = self._cache_file(path) if self.cache_dir is not None else None
             if cache_file is not None and cache_file.is_file():
                 stored = load_file(str(cache_file))
@@ -95,7 +101,9 @@ class FrameStore:
             self._memory[str(path)] = entry
             if cache_file is not None:
                 partial = cache_file.with_suffix(f".{os.getpid()}.partial")
-                save_file({"frames": entry[0], "timestamps": entry[1]}, str(partial), metadata={"source": str(path)})
+                save_file(
+                    {"frames": entry[0], "timestamps": entry[1]}, str(partial), metadata={"source": str(path)}
+                )
                 os.replace(partial, cache_file)
         if problems:
             raise DataError("videos", problems)
@@ -106,7 +114,9 @@ class FrameStore:
         try:
             frames, timestamps = self._memory[str(path)]
         except KeyError:
-            raise DataError(str(path), ["video was not decoded before training (FrameStore.add_all)"]) from None
+            raise DataError(
+                str(path), ["video was not decoded before training (FrameStore.add_all)"]
+            ) from None
         return Video(frames=frames.float().div_(255.0), timestamps=timestamps, source=str(path))
 
 
@@ -129,7 +139,9 @@ def encode_rows(
     judge template, per-frame pixel budget from its sampling settings), so training sees what scoring sees.
     """
     tokenizer = processor.tokenizer
-    texts = prompt_texts(tokenizer, get_template(config.template), [r.prompt for r in rows], [config.query_token])
+    texts = prompt_texts(
+        tokenizer, get_template(config.template), [r.prompt for r in rows], [config.query_token]
+    )
     encoded = processor(
         text=texts,
         videos=[r.video.frames for r in rows],
@@ -176,7 +188,13 @@ def tokenize_pairs(
             cots.append(ids)
         out.append(
             TrainingPair(
-                pair.video_a, pair.video_b, pair.prompt, int(pair.labels[dimension]), cots[0], cots[1], pair.line
+                pair.video_a,
+                pair.video_b,
+                pair.prompt,
+                int(pair.labels[dimension]),
+                cots[0],
+                cots[1],
+                pair.line,
             )
         )
     if truncated:
@@ -245,7 +263,7 @@ def collate_pairs(
         lm_rows += [r] * (count + 1)
         lm_cols += range(first, first + count + 1)
         lm_targets += [*row.cot_ids, end_of_turn_id]
-    long = dict(dtype=torch.long)
+    long = {"dtype": torch.long}
     return PairBatch(
         inputs=inputs,
         labels=torch.tensor([p.label for p in pairs], **long),

@@ -1,0 +1,145 @@
+"""Reading training configs: YAML files whose keys are the fields of a config dataclass, strictly checked.
+
+Each field of a training config dataclass carries its help text in ``field(metadata={"help": ...})``;
+:func:`describe_fields` renders them for ``--help``. Values are checked against the field types (a typo'd key, a
+string where a number belongs, a value outside a ``Literal`` are errors naming the file and the key); numbers written
+the way YAML 1.1 reads as strings (``2e-6``) are accepted.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from pathlib import Path
+from typing import Any, Literal, TypeVar, Union
+
+import yaml
+
+from descore.errors import ConfigError
+
+C = TypeVar("C")
+
+
+def _check_value(name: str, value: Any, kind: Any, where: str) -> Any:
+    origin = typing.get_origin(kind)
+    args = typing.get_args(kind)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for option in (a for a in args if a is not type(None)):
+            try:
+                return _check_value(name, value, option, where)
+            except ConfigError as err:
+                errors.append(str(err))
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{where}: {name} = {value!r} has the wrong type"
+        )
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{where}: {name} = {value!r}; expected one of {list(args)}")
+        return value
+    if origin is list:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: {name} must be a list, got {type(value).__name__}")
+        return (
+            [_check_value(f"{name}[{i}]", v, args[0], where) for i, v in enumerate(value)]
+            if args
+            else list(value)
+        )
+    if origin is dict or kind is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: {name} must be a mapping, got {type(value).__name__}")
+        return dict(value)
+    if kind is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: {name} must be true or false, got {value!r}")
+        return value
+    if kind is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: {name} must be an integer, got {value!r}")
+        return value
+    if kind is float:
+        if isinstance(value, str):
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{where}: {name} must be a number, got {value!r}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: {name} must be a number, got {value!r}")
+        return float(value)
+    if kind is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: {name} must be a string, got {value!r}")
+        return value
+    raise ConfigError(f"{where}: {name}: unsupported field type {kind!r}")
+
+
+def config_from_dict(cls: type[C], data: dict[str, Any], where: str) -> C:
+    """Build ``cls`` from a mapping: unknown keys and wrongly typed values raise :class:`ConfigError`."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping of config keys, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    unknown = sorted(set(data) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; allowed: {names}")
+    values = {k: _check_value(k, v, hints[k], where) for k, v in data.items()}
+    try:
+        return cls(**values)
+    except TypeError as err:
+        raise ConfigError(f"{where}: {err}") from None
+
+
+def load_yaml_config(cls: type[C], path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> C:
+    """Read a YAML file of ``cls`` fields (``overrides`` win over the file's values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{path}: config file not found")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"{path}: invalid YAML ({err})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(
+            f"{path}: expected a mapping of config keys at the top level, got {type(data).__name__}"
+        )
+    data.update(overrides or {})
+    return config_from_dict(cls, data, str(path))
+
+
+def parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` strings (VALUE read as YAML, so ``0.5``, ``true``, ``[a, b]`` work) -> a dict."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE")
+        try:
+            out[key.strip()] = yaml.safe_load(value)
+        except yaml.YAMLError as err:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({err})") from None
+    return out
+
+
+def _type_name(kind: Any) -> str:
+    text = str(kind).replace("typing.", "")
+    return text if not isinstance(kind, type) else kind.__name__
+
+
+def describe_fields(cls: type) -> str:
+    """One paragraph per field: ``name (type, default): help``, for ``--help``."""
+    hints = typing.get_type_hints(cls)
+    lines = []
+    for f in dataclasses.fields(cls):
+        if f.default is not dataclasses.MISSING:
+            default = f.default
+        elif f.default_factory is not dataclasses.MISSING:
+            default = f.default_factory()
+        else:
+            default = "required"
+        lines.append(f"  {f.name} ({_type_name(hints[f.name])}, default {default!r})")
+        lines.append(f"      {f.metadata.get('help', '')}")
+    return "\n".join(lines)
