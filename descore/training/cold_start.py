@@ -75,8 +75,8 @@ METRICS_NAME = "metrics.jsonl"
 _DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
-def _help(text: str) -> dict[str, str]:
-    return {"help": text}
+def _help(text: str, required: bool = False) -> dict[str, Any]:
+    return {"help": text, "required": required}
 
 
 @dataclass
@@ -102,7 +102,8 @@ class ColdStartConfig:
     train_file: str = field(
         default="",
         metadata=_help(
-            "preference pairs to train on (CSV / JSONL; CoT_A and CoT_B unless cot_mask_prob is 1)"
+            "preference pairs to train on (CSV / JSONL; CoT_A and CoT_B unless cot_mask_prob is 1)",
+            required=True,
         ),
     )
     eval_file: str | None = field(
@@ -117,7 +118,9 @@ class ColdStartConfig:
     )
     output_dir: str = field(
         default="",
-        metadata=_help("where checkpoints, metrics.jsonl and the final model (final/) are written"),
+        metadata=_help(
+            "where checkpoints, metrics.jsonl and the final model (final/) are written", required=True
+        ),
     )
     video_cache_dir: str | None = field(
         default=None,

@@ -130,16 +130,17 @@ def _type_name(kind: Any) -> str:
 
 
 def describe_fields(cls: type) -> str:
-    """One paragraph per field: ``name (type, default): help``, for ``--help``."""
+    """Two lines per field: ``name (type, default)`` and its help, for ``--help``."""
     hints = typing.get_type_hints(cls)
     lines = []
     for f in dataclasses.fields(cls):
-        if f.default is not dataclasses.MISSING:
-            default = f.default
-        elif f.default_factory is not dataclasses.MISSING:
-            default = f.default_factory()
+        if f.metadata.get("required") or (
+            f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+        ):
+            shown = "required"
         else:
-            default = "required"
-        lines.append(f"  {f.name} ({_type_name(hints[f.name])}, default {default!r})")
+            default = f.default if f.default is not dataclasses.MISSING else f.default_factory()
+            shown = f"default {default!r}"
+        lines.append(f"  {f.name} ({_type_name(hints[f.name])}, {shown})")
         lines.append(f"      {f.metadata.get('help', '')}")
     return "\n".join(lines)
