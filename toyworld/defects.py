@@ -84,7 +84,7 @@ DEFECT_KINDS: dict[str, DefectKind] = {
 STYLE_STRENGTH: dict[str, dict[int, float]] = {
     "flicker": {1: 0.12, 0: 0.3},
     "noise": {1: 0.05, 0: 0.14},
-    "blur": {1: 0.018, 0: 0.04},
+    "blur": {1: 0.016, 0: 0.032},
 }
 #: Jitter of an object and shake of the camera: per-frame offsets up to this fraction of the side.
 JITTER_AMPLITUDE = 0.05

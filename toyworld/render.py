@@ -41,7 +41,7 @@ CHECKER_ROW_OFFSET = 0.37
 #: Range of a flicker's per-frame swing, as fractions of its nominal strength.
 FLICKER_SWING = (0.7, 1.0)
 #: Fragments sit this far beyond the object's corner radius (fractions of the shorter side).
-FRAGMENT_DISTANCE = (0.06, 0.16)
+FRAGMENT_DISTANCE = (0.08, 0.18)
 
 _SHAPE_INDEX = {name: i for i, name in enumerate(SHAPES)}
 
@@ -111,8 +111,8 @@ def band_pattern(u: np.ndarray, side: int, offset: float = 0.0) -> np.ndarray:
     return value.reshape(u.shape).astype(np.float32)
 
 
-def _gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
-    """Separable Gaussian blur of (..., H, W) frames with reflected borders."""
+def gaussian_blur(frames: np.ndarray, sigma: float) -> np.ndarray:
+    """Separable Gaussian blur (sigma in pixels) of (..., H, W) arrays with reflected borders."""
     radius = max(1, int(np.ceil(3.0 * sigma)))
     taps = np.exp(-0.5 * (np.arange(-radius, radius + 1) / sigma) ** 2)
     taps = (taps / taps.sum()).astype(np.float32)
@@ -136,10 +136,12 @@ class _Draws:
         t, side = config.num_frames, config.side
         n = len(scene.spec.objects)
         self.jitter = rng.uniform(-1.0, 1.0, size=(n, t, 2)) * side
-        self.shake = rng.uniform(-1.0, 1.0, size=(t, 2)) * scene.effects.shake * side
-        self.fragment_angle = rng.uniform(0.0, 2 * np.pi, size=(n, t, 8))
+        # Camera shake is a side-to-side wobble, so it shows against vertical stripes as well as against a checker.
+        self.shake = rng.uniform(-1.0, 1.0, size=(t, 2)) * scene.effects.shake * side * np.array([1.0, 0.0])
+        self.fragment_angle = rng.uniform(0.0, 2 * np.pi, size=(n, t, 1)) + rng.uniform(-0.3, 0.3, size=(n, t, 8))
         self.fragment_distance = rng.uniform(*FRAGMENT_DISTANCE, size=(n, t, 8)) * side
-        sign = np.where((np.arange(t) + rng.integers(2)) % 2 == 0, 1.0, -1.0)
+        # Every other frame swings brighter or darker (random sign); the frames between keep their exposure.
+        sign = np.where(rng.random(t) < 0.5, 1.0, -1.0) * (np.arange(t) % 2 == 1)
         self.flicker = sign * rng.uniform(*FLICKER_SWING, size=t) * scene.effects.flicker
         self.noise_seed = int(rng.integers(2**31))
 
@@ -169,10 +171,10 @@ def _render_chunk(scenes: list[Scene], config: WorldConfig) -> np.ndarray:
     for i, scene in enumerate(scenes):
         effects = scene.effects
         if effects.blur > 0:
-            frames[i] = _gaussian_blur(frames[i], effects.blur * side)
+            frames[i] = gaussian_blur(frames[i], effects.blur * side)
         if effects.flicker > 0:
             lift = draws[i].flicker.astype(np.float32)[:, None, None, None]
-            frames[i] = np.where(lift > 0, frames[i] + lift * (1.0 - frames[i]), frames[i] * (1.0 + lift))
+            frames[i] = np.where(lift >= 0, frames[i] + lift * (1.0 - frames[i]), frames[i] * (1.0 + lift))
         if effects.noise > 0:
             noise_rng = np.random.default_rng(draws[i].noise_seed)
             frames[i] += noise_rng.standard_normal(frames[i].shape, dtype=np.float32) * np.float32(effects.noise)
@@ -274,7 +276,7 @@ def _draw_fragments(
             center = mid + object_path(obj.motion, scene.spec.camera, config) + shake[i]  # (T, 2)
             reach = np.hypot(*object_extent(obj, eff, config))
             dist = reach + draws[i].fragment_distance[slot, :, :n]
-            angle = draws[i].fragment_angle[slot, :, :n]
+            angle = draws[i].fragment_angle[slot, :, :n] + 2 * np.pi * np.arange(n) / n  # spread around the object
             fx = np.clip(center[:, 0, None] + dist * np.cos(angle), radius, config.width - radius)
             fy = np.clip(center[:, 1, None] + dist * np.sin(angle), radius, config.height - radius)
             ddx = xs[None, None, None, :] - fx[:, :, None, None].astype(np.float32)

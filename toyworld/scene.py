@@ -55,7 +55,7 @@ SHAPE_EXTENTS: dict[str, tuple[float, float]] = {
     "cross": (0.5, 0.5),
 }
 #: Object sizes as fractions of the shorter frame side.
-SIZES: dict[str, float] = {"small": 0.18, "medium": 0.26, "large": 0.34}
+SIZES: dict[str, float] = {"small": 0.2, "medium": 0.28, "large": 0.36}
 #: The size an object is drawn at when its prompt does not say.
 DEFAULT_SIZE = "medium"
 #: Unit motion directions in image coordinates.
