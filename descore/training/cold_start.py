@@ -321,9 +321,6 @@ class _PairForward(nn.Module):
 
 def _load_scorer(config: ColdStartConfig) -> DeScore:
     """A DeScore checkpoint as it is, or a base Qwen-VL checkpoint turned into a new DeScore model."""
-    from descore.modeling import _load_backbone
-    from descore.processing import QwenVLProcessor
-
     if config.model is None:
         raise ConfigError("cold-start config: model is required (or pass a DeScore instance to the trainer)")
     path = Path(config.model)
@@ -335,8 +332,7 @@ def _load_scorer(config: ColdStartConfig) -> DeScore:
                 "checkpoint whose settings stand"
             )
         return DeScore.from_pretrained(path, dtype=dtype)
-    backbone = _load_backbone(path, dtype=dtype)
-    return DeScore.from_backbone(backbone, QwenVLProcessor.from_pretrained(path), **config.model_config)
+    return DeScore.from_base_model(path, config.model_config, dtype=dtype)
 
 
 def add_lora(scorer: DeScore, config: ColdStartConfig) -> Any:
