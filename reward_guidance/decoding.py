@@ -15,8 +15,7 @@ Then ``vae.decode`` and the pipelines' own post-processing, ``(x / 2 + 0.5).clam
 Memory knobs: ``frames`` decodes only what a frame subset needs: the Wan VAE is causal (a prefix of latent frames
 decodes exactly to the first pixel frames of the whole clip), so a subset costs the latent prefix that covers its
 last frame; the other VAEs normalise and attend over the whole clip, so they decode every frame and then select (still
-saving the reward's work). ``slicing`` / ``tiling`` set the VAE's own batch slicing and spatial tiling for the call,
-and ``checkpointing`` its gradient checkpointing (CogVideoX, LTX, HunyuanVideo; the Wan VAE has none).
+saving the reward's work). ``slicing`` / ``tiling`` set the VAE's own batch slicing and spatial tiling for the call.
 """
 
 from __future__ import annotations
@@ -31,7 +30,7 @@ from diffusers.image_processor import VaeImageProcessor
 from diffusers.utils.torch_utils import randn_tensor
 
 from descore.errors import ConfigError
-from reward_guidance.scoped import frozen, gradient_checkpointing, vae_memory
+from reward_guidance.scoped import frozen, vae_memory
 
 FrameSubset = int | Sequence[int] | None
 """None: every frame; an int K: the first K frames; a sequence: those frame indices, strictly increasing."""
@@ -105,11 +104,14 @@ class LatentDecoder(ABC):
         grid: tuple[int, int, int] | None = None,
         slicing: bool | None = None,
         tiling: bool | dict[str, Any] | None = None,
-        checkpointing: bool = False,
     ) -> torch.Tensor:
         """Frames (B, F', C, H, W) in [0, 1]; F' is the subset size when ``frames`` is given.
 
-        ``grad``: keep the graph back to ``latents`` (the VAE's own weights are frozen for the call).
+        ``grad``: keep the graph back to ``latents``; the VAE's weights are frozen while it is built, so a backward
+        pass never fills their ``.grad``. Gradient checkpointing of the VAE recomputes its blocks in the backward
+        pass, which must see the same module state as the forward: keep both the VAE frozen and its checkpointing on
+        until the backward is done (``scoped.frozen`` and ``scoped.gradient_checkpointing`` around both, as guidance
+        does).
         ``grid``: (latent frames, latent height, latent width), needed for LTX's packed latents.
         """
         indices = frame_subset(frames, self.num_frames(latents, grid))
@@ -119,11 +121,7 @@ class LatentDecoder(ABC):
                 last = indices[-1]
                 needed = 1 if last == 0 else (last - 1) // self.temporal_compression + 2
                 z = z[:, :, :needed]
-            with (
-                frozen([self.vae] if grad else []),
-                gradient_checkpointing([self.vae], enabled=grad and checkpointing),
-                vae_memory(self.vae, slicing, tiling),
-            ):
+            with frozen([self.vae] if grad else []), vae_memory(self.vae, slicing, tiling):
                 video = self.run_vae(z)
             video = VaeImageProcessor.denormalize(video.float()).permute(0, 2, 1, 3, 4)
             return video if indices is None else video[:, indices]

@@ -230,11 +230,11 @@ class RewardGuidanceCallback(PipelineCallback):
         try:
             if step_index == 0:
                 self._start_run()
-            if step_index not in self._guided:
-                return {}
-            return {"latents": self._guide(step_index, timestep, callback_kwargs["latents"])}
+            if step_index in self._guided:
+                callback_kwargs["latents"] = self._guide(step_index, timestep, callback_kwargs["latents"])
+            return callback_kwargs
         finally:
-            self.lookahead.recorder.clear()
+            self.lookahead.recorder.step_done()
 
     def _start_run(self) -> None:
         self._guided = self.guided_steps(len(self.adapter.scheduler.timesteps))
@@ -249,6 +249,44 @@ class RewardGuidanceCallback(PipelineCallback):
             )
         return [p for p in self.prompts for _ in range(batch // len(self.prompts))]
 
+    def _frames_and_prompts(
+        self, latents: torch.Tensor, step_index: int, timestep: torch.Tensor
+    ) -> tuple[tuple[int, int, int] | None, list[int] | None, float | None, list[str]]:
+        """Latent grid, frame subset, the subset's fps and the per-video prompts of this step's latents."""
+        grid = self.lookahead.grid(step_index, timestep)
+        num_frames = self.adapter.decoder.num_frames(latents, grid)
+        subset = frame_subset(self.frames, num_frames)
+        fps = subset_fps(subset, self.fps)
+        if not self._checked:
+            count = num_frames if subset is None else len(subset)
+            self.reward.check_frames(count, fps, f"guidance scores {count} decoded frame(s) per video; the frame subset")
+            self._checked = True
+        return grid, subset, fps, self._batch_prompts(latents.shape[0])
+
+    def _lookahead_rewards(self, latents: torch.Tensor, step_index: int, timestep: torch.Tensor) -> torch.Tensor:
+        """Reward of the decoded look-ahead clean sample; keeps the graph when ``latents`` require grad."""
+        grid, subset, fps, prompts = self._frames_and_prompts(latents, step_index, timestep)
+        grad = latents.requires_grad
+        x0 = self.lookahead.x0(latents, step_index, timestep, cfg=self.lookahead_cfg, cfg_scale=self.cfg_scale)
+        video = self.adapter.decoder(
+            x0,
+            frames=subset,
+            grad=grad,
+            grid=grid,
+            slicing=self.slicing,
+            tiling=self.tiling,
+        )
+        return self.reward(video, prompts, fps=fps)
+
+    def lookahead_rewards(self, latents: torch.Tensor, step_index: int, timestep: torch.Tensor) -> torch.Tensor:
+        """Reward of decode(x0_hat(latents)) for the latents after step ``step_index`` (no gradients).
+
+        Usable from a callback that runs after this one in the same step (``MultiPipelineCallbacks``), e.g. to log
+        how much an update raised the look-ahead reward.
+        """
+        with torch.no_grad():
+            return self._lookahead_rewards(latents.detach(), step_index, timestep)
+
     def _guide(self, step_index: int, timestep: torch.Tensor, latents: torch.Tensor) -> torch.Tensor:
         if latents.is_inference():
             raise ConfigError(
@@ -257,32 +295,13 @@ class RewardGuidanceCallback(PipelineCallback):
             )
         started = time.perf_counter()
         adapter = self.adapter
-        grid = self.lookahead.grid(step_index, timestep)
-        num_frames = adapter.decoder.num_frames(latents, grid)
-        subset = frame_subset(self.frames, num_frames)
-        fps = subset_fps(subset, self.fps)
-        if not self._checked:
-            count = num_frames if subset is None else len(subset)
-            self.reward.check_frames(count, fps, f"guidance scores {count} decoded frame(s) per video; the frame subset")
-            self._checked = True
-        prompts = self._batch_prompts(latents.shape[0])
         x = latents.detach().clone().requires_grad_(True)
         with (
             torch.enable_grad(),
             frozen(adapter.experts() + [adapter.vae]),
-            gradient_checkpointing(adapter.experts(), enabled=self.checkpointing),
+            gradient_checkpointing(adapter.experts() + [adapter.vae], enabled=self.checkpointing),
         ):
-            x0 = self.lookahead.x0(x, step_index, timestep, cfg=self.lookahead_cfg, cfg_scale=self.cfg_scale)
-            video = adapter.decoder(
-                x0,
-                frames=subset,
-                grad=True,
-                grid=grid,
-                slicing=self.slicing,
-                tiling=self.tiling,
-                checkpointing=self.checkpointing,
-            )
-            rewards = self.reward(video, prompts, fps=fps)
+            rewards = self._lookahead_rewards(x, step_index, timestep)
             (grad,) = torch.autograd.grad(rewards.sum(), x)
         norms = grad.flatten(1).norm(dim=1)
         if self.max_grad_norm is not None:

@@ -35,12 +35,16 @@ class TransformerRecorder:
     def __init__(self, modules: list[torch.nn.Module]):
         self.calls: deque[TransformerCall] = deque(maxlen=_MAX_RECORDED_CALLS)
         self._paused = False
+        self._stale = False
         self.saw_positional = False
         self._handles = [m.register_forward_pre_hook(self._record, with_kwargs=True) for m in modules]
 
     def _record(self, module: torch.nn.Module, args: tuple, kwargs: dict[str, Any]) -> None:
         if self._paused:
             return
+        if self._stale:  # the first call of a new step (or run) drops the calls of the step already handled
+            self.calls.clear()
+            self._stale = False
         if args:
             self.saw_positional = True
         else:
@@ -55,6 +59,10 @@ class TransformerRecorder:
             if isinstance(recorded, torch.Tensor) and abs(float(recorded.max()) - wanted) <= 1e-3 * max(1.0, abs(wanted)):
                 found.append((module, kwargs))
         return found
+
+    def step_done(self) -> None:
+        """The current step's calls stay readable until the transformer is called again (next step or run)."""
+        self._stale = True
 
     def clear(self) -> None:
         self.calls.clear()
