@@ -10,6 +10,7 @@ as the pipeline. Supported: :class:`~diffusers.WanPipeline` (Wan2.1 and Wan2.2 w
 
 from __future__ import annotations
 
+import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields, replace
@@ -41,27 +42,49 @@ class SamplingSpec:
     Defaults are Flow-GRPO's Wan2.1 training settings (240x416, 33 frames, 20 steps, CFG 4.5).
     """
 
-    #: Video height and width in pixels (multiples of the VAE's spatial compression times the patch size).
-    height: int = 240
-    width: int = 416
-    #: Frames; ``num_frames - 1`` must be divisible by the VAE's temporal compression.
-    num_frames: int = 33
-    #: Sampling steps.
-    num_inference_steps: int = 20
-    #: Classifier-free guidance scale (1 turns CFG off). For HunyuanVideo, the embedded (distilled) guidance.
-    guidance_scale: float = 4.5
-    #: Wan2.2 only: the guidance scale of the low-noise expert (None: same as ``guidance_scale``).
-    guidance_scale_2: float | None = None
-    #: HunyuanVideo only: true classifier-free guidance scale with the negative prompt (1 turns it off).
-    true_cfg_scale: float = 1.0
-    #: The negative prompt of classifier-free guidance.
-    negative_prompt: str = ""
-    #: Text tokens kept by the text encoder.
-    max_sequence_length: int = 226
-    #: LTX only: the frame rate that scales the temporal rotary embedding.
-    frame_rate: int = 25
-    #: HunyuanVideo only: the prompt template (``{"template": ..., "crop_start": ...}``); None: the pipeline's.
-    prompt_template: dict[str, Any] | None = None
+    height: int = field(
+        default=240,
+        metadata={
+            "help": "video height in pixels (a multiple of the VAE's spatial compression times the patch size)"
+        },
+    )
+    width: int = field(default=416, metadata={"help": "video width in pixels (same rule as height)"})
+    num_frames: int = field(
+        default=33,
+        metadata={"help": "Frames; ``num_frames - 1`` must be divisible by the VAE's temporal compression."},
+    )
+    num_inference_steps: int = field(default=20, metadata={"help": "Sampling steps."})
+    guidance_scale: float = field(
+        default=4.5,
+        metadata={
+            "help": "Classifier-free guidance scale (1 turns CFG off). For HunyuanVideo, the embedded (distilled) guidance."
+        },
+    )
+    guidance_scale_2: float | None = field(
+        default=None,
+        metadata={
+            "help": "Wan2.2 only: the guidance scale of the low-noise expert (None: same as ``guidance_scale``)."
+        },
+    )
+    true_cfg_scale: float = field(
+        default=1.0,
+        metadata={
+            "help": "HunyuanVideo only: true classifier-free guidance scale with the negative prompt (1 turns it off)."
+        },
+    )
+    negative_prompt: str = field(
+        default="", metadata={"help": "The negative prompt of classifier-free guidance."}
+    )
+    max_sequence_length: int = field(default=226, metadata={"help": "Text tokens kept by the text encoder."})
+    frame_rate: int = field(
+        default=25, metadata={"help": "LTX only: the frame rate that scales the temporal rotary embedding."}
+    )
+    prompt_template: dict[str, Any] | None = field(
+        default=None,
+        metadata={
+            "help": "HunyuanVideo only: the prompt template (``{'template': ..., 'crop_start': ...}``); None: the pipeline's."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "num_inference_steps", "max_sequence_length"):
@@ -89,6 +112,15 @@ class Conditioning:
         """The conditioning of the samples at ``index``."""
         return self._map(lambda v: v[index])
 
+    @staticmethod
+    def concat(parts: list[Conditioning]) -> Conditioning:
+        """The conditionings of several batches as one batch, in order."""
+        positive = {k: torch.cat([p.positive[k] for p in parts]) for k in parts[0].positive}
+        negative = None
+        if parts[0].negative is not None:
+            negative = {k: torch.cat([p.negative[k] for p in parts]) for k in parts[0].negative}
+        return Conditioning(positive, negative)
+
     def repeat_interleave(self, repeats: int) -> Conditioning:
         """Each sample's conditioning repeated ``repeats`` times in a row (a group per prompt)."""
         return self._map(lambda v: v.repeat_interleave(repeats, 0))
@@ -99,7 +131,8 @@ class Schedule:
     """The timesteps of one sampling run and the noise levels a stochastic step needs.
 
     ``kind="flow"``: ``sigmas`` (T + 1,) with ``sigmas[-1]`` the end point. ``kind="ddim"``: ``alphas`` and
-    ``alphas_prev`` (T,), the cumulative alphas of each step's current and next timestep, and ``prediction_type``.
+    ``alphas_prev`` (T,), the cumulative alphas of each step's current and next timestep, ``prediction_type``, and
+    the scheduler's whole ``alphas_cumprod`` table (for training on noised clean samples).
     """
 
     kind: ScheduleKind
@@ -107,6 +140,7 @@ class Schedule:
     sigmas: torch.Tensor | None = None
     alphas: torch.Tensor | None = None
     alphas_prev: torch.Tensor | None = None
+    alphas_cumprod: torch.Tensor | None = None
     prediction_type: str = "flow_prediction"
     num_train_timesteps: int = 1000
 
@@ -167,8 +201,14 @@ class DenoiserFamily:
     ) -> torch.Tensor:
         """The initial noise in the transformer's layout, drawn by the pipeline's own ``prepare_latents``."""
         return pipe.prepare_latents(
-            len(generators), self.latent_channels(pipe), spec.height, spec.width, spec.num_frames,
-            torch.float32, pipe._execution_device, generators,
+            len(generators),
+            self.latent_channels(pipe),
+            spec.height,
+            spec.width,
+            spec.num_frames,
+            torch.float32,
+            pipe._execution_device,
+            generators,
         )
 
     def latent_channels(self, pipe: DiffusionPipeline) -> int:
@@ -185,7 +225,9 @@ class DenoiserFamily:
         """Transformer inputs that do not follow the batch (positional embeddings, latent grid sizes)."""
         return {}
 
-    def denoiser(self, pipe: DiffusionPipeline, timestep: torch.Tensor, spec: SamplingSpec) -> tuple[torch.nn.Module, float]:
+    def denoiser(
+        self, pipe: DiffusionPipeline, timestep: torch.Tensor, spec: SamplingSpec
+    ) -> tuple[torch.nn.Module, float]:
         """The transformer (expert) used at ``timestep`` and the CFG scale that goes with it."""
         return pipe.transformer, spec.guidance_scale
 
@@ -207,6 +249,22 @@ class DenoiserFamily:
         """The trainable transformers by component name (Wan2.2 has two experts)."""
         return {"transformer": pipe.transformer}
 
+    def latent_grid(self, pipe: DiffusionPipeline, spec: SamplingSpec) -> tuple[int, int, int] | None:
+        """(latent frames, height, width) for decoders of packed latents (LTX); None for the others."""
+        return None
+
+    def encode_video(self, pipe: DiffusionPipeline, videos: torch.Tensor) -> torch.Tensor:
+        """Videos (B, F, C, H, W) in [0, 1] -> latents in the transformer's layout (the VAE posterior's mode), the
+        inverse of the pipeline's decoding; for training on given videos (offline DPO pairs)."""
+        pixels = (videos.permute(0, 2, 1, 3, 4) * 2 - 1).to(pipe.vae.dtype)
+        with torch.no_grad():
+            z = pipe.vae.encode(pixels).latent_dist.mode().float()
+        return self.normalise_latents(pipe, z)
+
+    def normalise_latents(self, pipe: DiffusionPipeline, z: torch.Tensor) -> torch.Tensor:
+        """The VAE's (B, C, T, h, w) latents in the transformer's layout and scale (default: times scaling_factor)."""
+        return z * pipe.vae.config.scaling_factor
+
 
 def _temporal(pipe: DiffusionPipeline) -> int:
     return int(getattr(pipe, "vae_scale_factor_temporal", None) or pipe.vae_temporal_compression_ratio)
@@ -218,7 +276,9 @@ def _spatial(pipe: DiffusionPipeline) -> int:
 
 def _flow_schedule(pipe: DiffusionPipeline) -> Schedule:
     scheduler = pipe.scheduler
-    is_flow = isinstance(scheduler, FlowMatchEulerDiscreteScheduler) or scheduler.config.get("use_flow_sigmas", False)
+    is_flow = isinstance(scheduler, FlowMatchEulerDiscreteScheduler) or scheduler.config.get(
+        "use_flow_sigmas", False
+    )
     if not is_flow:
         raise ConfigError(
             f"scheduler: {type(pipe).__name__} has {type(scheduler).__name__} without flow-matching sigmas; the "
@@ -230,7 +290,9 @@ def _flow_schedule(pipe: DiffusionPipeline) -> Schedule:
         raise ConfigError(
             f"scheduler: {type(scheduler).__name__} gives {len(sigmas)} sigmas for {len(timesteps)} timesteps"
         )
-    return Schedule("flow", timesteps, sigmas=sigmas, num_train_timesteps=scheduler.config.num_train_timesteps)
+    return Schedule(
+        "flow", timesteps, sigmas=sigmas, num_train_timesteps=scheduler.config.num_train_timesteps
+    )
 
 
 class WanFamily(DenoiserFamily):
@@ -255,7 +317,9 @@ class WanFamily(DenoiserFamily):
         )
 
     def cfg_enabled(self, spec):
-        return spec.guidance_scale > 1.0 or (spec.guidance_scale_2 is not None and spec.guidance_scale_2 > 1.0)
+        return spec.guidance_scale > 1.0 or (
+            spec.guidance_scale_2 is not None and spec.guidance_scale_2 > 1.0
+        )
 
     def spatial_patch(self, pipe):
         transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
@@ -289,6 +353,12 @@ class WanFamily(DenoiserFamily):
 
     def static_inputs(self, pipe, spec):
         return {"expand_timesteps": bool(pipe.config.get("expand_timesteps", False))}
+
+    def normalise_latents(self, pipe, z):
+        shape = (1, pipe.vae.config.z_dim, 1, 1, 1)
+        mean = torch.tensor(pipe.vae.config.latents_mean).view(shape).to(z)
+        std = torch.tensor(pipe.vae.config.latents_std).view(shape).to(z)
+        return (z - mean) / std
 
 
 class CogVideoXFamily(DenoiserFamily):
@@ -330,14 +400,22 @@ class CogVideoXFamily(DenoiserFamily):
 
     def initial_latents(self, pipe, spec, generators):
         return pipe.prepare_latents(
-            len(generators), self.latent_channels(pipe), spec.num_frames, spec.height, spec.width,
-            pipe.text_encoder.dtype, pipe._execution_device, generators,
+            len(generators),
+            self.latent_channels(pipe),
+            spec.num_frames,
+            spec.height,
+            spec.width,
+            pipe.text_encoder.dtype,
+            pipe._execution_device,
+            generators,
         ).float()
 
     def schedule(self, pipe, spec):
         scheduler = pipe.scheduler
         if not hasattr(scheduler, "alphas_cumprod"):
-            raise ConfigError(f"scheduler: {type(scheduler).__name__} has no alphas_cumprod for the DDIM step")
+            raise ConfigError(
+                f"scheduler: {type(scheduler).__name__} has no alphas_cumprod for the DDIM step"
+            )
         scheduler.set_timesteps(spec.num_inference_steps, device=pipe._execution_device)
         stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
         final = getattr(scheduler, "final_alpha_cumprod", torch.tensor(1.0))
@@ -351,6 +429,7 @@ class CogVideoXFamily(DenoiserFamily):
             scheduler.timesteps,
             alphas=torch.stack([torch.as_tensor(a) for a in alphas]).float().cpu(),
             alphas_prev=torch.stack([torch.as_tensor(a) for a in alphas_prev]).float().cpu(),
+            alphas_cumprod=torch.as_tensor(scheduler.alphas_cumprod).float().cpu(),
             prediction_type=scheduler.config.prediction_type,
             num_train_timesteps=scheduler.config.num_train_timesteps,
         )
@@ -362,6 +441,9 @@ class CogVideoXFamily(DenoiserFamily):
             spec.height, spec.width, self.latent_frames(pipe, spec.num_frames), pipe._execution_device
         )
         return {"image_rotary_emb": emb}
+
+    def normalise_latents(self, pipe, z):
+        return (z * pipe.vae_scaling_factor_image).permute(0, 2, 1, 3, 4)
 
     def forward(self, module, latents, timestep, inputs, static):
         return module(
@@ -392,18 +474,30 @@ class LTXFamily(DenoiserFamily):
             max_sequence_length=spec.max_sequence_length,
             device=pipe._execution_device,
         )
-        neg = None if negative is None else {"encoder_hidden_states": negative, "encoder_attention_mask": negative_mask}
+        neg = (
+            None
+            if negative is None
+            else {"encoder_hidden_states": negative, "encoder_attention_mask": negative_mask}
+        )
         return Conditioning({"encoder_hidden_states": positive, "encoder_attention_mask": mask}, neg)
 
-    def _grid(self, pipe, spec):
+    def latent_grid(self, pipe, spec):
         return (
             self.latent_frames(pipe, spec.num_frames),
             spec.height // _spatial(pipe),
             spec.width // _spatial(pipe),
         )
 
+    def normalise_latents(self, pipe, z):
+        z = pipe._normalize_latents(
+            z, pipe.vae.latents_mean, pipe.vae.latents_std, pipe.vae.config.scaling_factor
+        )
+        return pipe._pack_latents(
+            z, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
+        )
+
     def schedule(self, pipe, spec):
-        frames, height, width = self._grid(pipe, spec)
+        frames, height, width = self.latent_grid(pipe, spec)
         n = spec.num_inference_steps
         config = pipe.scheduler.config
         mu = calculate_shift(
@@ -413,11 +507,13 @@ class LTXFamily(DenoiserFamily):
             config.get("base_shift", 0.5),
             config.get("max_shift", 1.15),
         )
-        retrieve_timesteps(pipe.scheduler, n, pipe._execution_device, sigmas=np.linspace(1.0, 1 / n, n), mu=mu)
+        retrieve_timesteps(
+            pipe.scheduler, n, pipe._execution_device, sigmas=np.linspace(1.0, 1 / n, n), mu=mu
+        )
         return _flow_schedule(pipe)
 
     def static_inputs(self, pipe, spec):
-        frames, height, width = self._grid(pipe, spec)
+        frames, height, width = self.latent_grid(pipe, spec)
         return {
             "num_frames": frames,
             "height": height,
@@ -462,7 +558,9 @@ class HunyuanVideoFamily(DenoiserFamily):
             **kwargs,
         )
         dtype = pipe.transformer.dtype
-        guidance = torch.full((len(prompts),), spec.guidance_scale, dtype=dtype, device=embeds.device) * 1000.0
+        guidance = (
+            torch.full((len(prompts),), spec.guidance_scale, dtype=dtype, device=embeds.device) * 1000.0
+        )
         return {
             "encoder_hidden_states": embeds.to(dtype),
             "encoder_attention_mask": mask.to(dtype),
@@ -481,7 +579,9 @@ class HunyuanVideoFamily(DenoiserFamily):
 
     def schedule(self, pipe, spec):
         n = spec.num_inference_steps
-        retrieve_timesteps(pipe.scheduler, n, pipe._execution_device, sigmas=np.linspace(1.0, 0.0, n + 1)[:-1])
+        retrieve_timesteps(
+            pipe.scheduler, n, pipe._execution_device, sigmas=np.linspace(1.0, 0.0, n + 1)[:-1]
+        )
         return _flow_schedule(pipe)
 
     def forward(self, module, latents, timestep, inputs, static):
@@ -505,7 +605,9 @@ def family_of(pipe: DiffusionPipeline) -> DenoiserFamily:
         if isinstance(pipe, family.pipeline_classes):
             return family
     supported = [cls.__name__ for family in FAMILIES for cls in family.pipeline_classes]
-    raise ConfigError(f"pipeline: {type(pipe).__name__} is not a supported video pipeline; supported: {supported}")
+    raise ConfigError(
+        f"pipeline: {type(pipe).__name__} is not a supported video pipeline; supported: {supported}"
+    )
 
 
 def predict(
@@ -528,13 +630,27 @@ def predict(
     if conditioning.negative is None or scale == 1.0:
         return family.forward(module, latents, timestep, conditioning.positive, context.static).float()
     if family.batched_cfg:
-        both = {k: torch.cat([conditioning.negative[k], conditioning.positive[k]]) for k in conditioning.positive}
-        out = family.forward(module, torch.cat([latents] * 2), t.expand(2 * batch), both, context.static).float()
+        both = {
+            k: torch.cat([conditioning.negative[k], conditioning.positive[k]]) for k in conditioning.positive
+        }
+        out = family.forward(
+            module, torch.cat([latents] * 2), t.expand(2 * batch), both, context.static
+        ).float()
         uncond, cond = out.chunk(2)
     else:
         cond = family.forward(module, latents, timestep, conditioning.positive, context.static).float()
         uncond = family.forward(module, latents, timestep, conditioning.negative, context.static).float()
     return uncond + scale * (cond - uncond)
+
+
+def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[str, Any]:
+    """The spec as keyword arguments of ``pipe.__call__`` (fields the pipeline does not take are left out)."""
+    accepted = inspect.signature(type(pipe).__call__).parameters
+    return {
+        f.name: getattr(spec, f.name)
+        for f in fields(spec)
+        if f.name in accepted and getattr(spec, f.name) is not None
+    }
 
 
 def spec_from_mapping(values: dict[str, Any], where: str = "sampling") -> SamplingSpec:

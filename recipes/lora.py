@@ -39,16 +39,26 @@ class LoraSpec:
     Defaults follow Flow-GRPO's Wan2.1 recipe (rank 32, alpha 64, attention projections).
     """
 
-    #: LoRA rank (>= 1).
-    rank: int = 32
-    #: LoRA alpha; the update is scaled by alpha / rank.
-    alpha: float = 64.0
-    #: Module names (suffixes) that get an adapter; the attention projections of every diffusers video transformer.
-    target_modules: list[str] = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
-    #: Transformers that get the adapter (None: every denoiser, i.e. both Wan2.2 experts).
-    components: list[str] | None = None
-    #: Initial LoRA weights: PEFT's default (B = 0, so training starts at the base model) or "gaussian".
-    init: str = "default"
+    rank: int = field(default=32, metadata={"help": "LoRA rank (>= 1)."})
+    alpha: float = field(default=64.0, metadata={"help": "LoRA alpha; the update is scaled by alpha / rank."})
+    target_modules: list[str] = field(
+        default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"],
+        metadata={
+            "help": "Module names (suffixes) that get an adapter; the attention projections of every diffusers video transformer."
+        },
+    )
+    components: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Transformers that get the adapter (None: every denoiser, i.e. both Wan2.2 experts)."
+        },
+    )
+    init: str = field(
+        default="default",
+        metadata={
+            "help": "Initial LoRA weights: PEFT's default (B = 0, so training starts at the base model) or 'gaussian'."
+        },
+    )
 
     def __post_init__(self) -> None:
         if isinstance(self.rank, bool) or not isinstance(self.rank, int) or self.rank < 1:
@@ -76,7 +86,9 @@ def lora_components(pipe: DiffusionPipeline, spec: LoraSpec) -> dict[str, torch.
     names = list(available) if spec.components is None else list(spec.components)
     unknown = sorted(set(names) - set(available))
     if unknown:
-        raise ConfigError(f"lora.components: {type(pipe).__name__} has no transformer(s) {unknown}; has {list(available)}")
+        raise ConfigError(
+            f"lora.components: {type(pipe).__name__} has no transformer(s) {unknown}; has {list(available)}"
+        )
     return {name: available[name] for name in names}
 
 
@@ -97,7 +109,9 @@ def add_lora(pipe: DiffusionPipeline, spec: LoraSpec, seed: int = 0) -> list[tor
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         for name, module in components.items():
-            matched = [n for n, _ in module.named_modules() if any(n.endswith(t) for t in spec.target_modules)]
+            matched = [
+                n for n, _ in module.named_modules() if any(n.endswith(t) for t in spec.target_modules)
+            ]
             if not matched:
                 raise ConfigError(
                     f"lora.target_modules: none of {spec.target_modules} is a module of {name} "
@@ -105,7 +119,12 @@ def add_lora(pipe: DiffusionPipeline, spec: LoraSpec, seed: int = 0) -> list[tor
                 )
             module.add_adapter(spec.peft_config(), adapter_name=ADAPTER_NAME)
     params = lora_parameters(pipe)
-    logger.info("LoRA r=%d on %s: %d trainable parameters", spec.rank, list(components), sum(p.numel() for p in params))
+    logger.info(
+        "LoRA r=%d on %s: %d trainable parameters",
+        spec.rank,
+        list(components),
+        sum(p.numel() for p in params),
+    )
     return params
 
 
@@ -176,10 +195,15 @@ def load_lora(pipe: DiffusionPipeline, directory: str | Path, adapter_name: str 
     directory = Path(directory)
     first, second = directory / DEFAULT_WEIGHT_NAME, directory / TRANSFORMER_2_WEIGHT_NAME
     if not first.is_file() and not second.is_file():
-        raise CheckpointError(f"{directory}: no LoRA weights ({DEFAULT_WEIGHT_NAME} or {TRANSFORMER_2_WEIGHT_NAME})")
+        raise CheckpointError(
+            f"{directory}: no LoRA weights ({DEFAULT_WEIGHT_NAME} or {TRANSFORMER_2_WEIGHT_NAME})"
+        )
     if first.is_file():
         pipe.load_lora_weights(directory, adapter_name=adapter_name)
     if second.is_file():
         pipe.load_lora_weights(
-            directory, weight_name=TRANSFORMER_2_WEIGHT_NAME, adapter_name=adapter_name, load_into_transformer_2=True
+            directory,
+            weight_name=TRANSFORMER_2_WEIGHT_NAME,
+            adapter_name=adapter_name,
+            load_into_transformer_2=True,
         )
