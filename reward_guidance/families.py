@@ -75,11 +75,15 @@ class FamilyAdapter(ABC):
         parameter = inspect.signature(type(self.pipe).__call__).parameters.get(name)
         return None if parameter is None else parameter.default
 
+    def requested_frames(self, call_kwargs: Mapping[str, Any]) -> int:
+        """``num_frames`` of a call, or the pipeline's default."""
+        return int(call_kwargs.get("num_frames") or self.call_default("num_frames"))
+
     def generated_frames(self, call_kwargs: Mapping[str, Any]) -> int:
         """Frames a call with ``call_kwargs`` generates (the pipelines round ``num_frames`` down to 1 + k * ratio)."""
-        requested = call_kwargs.get("num_frames", self.call_default("num_frames"))
+        requested = self.requested_frames(call_kwargs)
         ratio = self.decoder.temporal_compression
-        return (int(requested) - 1) // ratio * ratio + 1
+        return (requested - 1) // ratio * ratio + 1
 
     def batch_kwargs(self, prompt: str, count: int) -> dict[str, Any]:
         """Call arguments that generate ``count`` videos of one prompt in one call (one generator per video)."""
@@ -203,6 +207,9 @@ class CogVideoXAdapter(FamilyAdapter):
 
     def batch_kwargs(self, prompt: str, count: int) -> dict[str, Any]:
         return {"prompt": [prompt] * count}  # CogVideoXPipeline forces num_videos_per_prompt = 1
+
+    def requested_frames(self, call_kwargs: Mapping[str, Any]) -> int:
+        return int(call_kwargs.get("num_frames") or self.pipe.transformer.config.sample_frames)
 
     def model_input(self, latents: torch.Tensor, recorded: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
         return self.scheduler.scale_model_input(super().model_input(latents, recorded, timestep), timestep)

@@ -105,10 +105,11 @@ def _check_window(window: Any) -> tuple[float, float] | tuple[int, int]:
 def carry_through_scheduler(scheduler: Any, delta: torch.Tensor, next_index: int) -> None:
     """Make an update of the latents entering step ``next_index`` survive a UniPC corrector.
 
-    UniPC's corrector at step n recomputes the sample from the stored previous sample x_{n-1}:
+    UniPC's corrector at step n rebuilds the sample from the stored previous sample x_{n-1} and the model outputs:
     ``x_n = c * x_{n-1} + (model terms)`` with ``c = sigma_n / sigma_{n-1}`` (x0-predicting) or ``alpha_n /
-    alpha_{n-1}``. Shifting the stored sample by ``delta / c`` shifts the corrected sample by exactly ``delta``.
-    Other schedulers step from the sample they are given and need nothing.
+    alpha_{n-1}``, so an update of x_n alone would be dropped. Shifting the stored sample by ``delta / c`` makes the
+    corrector start from the updated sample, as if the predictor had produced it. Other schedulers step from the
+    sample they are given and need nothing.
     """
     if not isinstance(scheduler, UniPCMultistepScheduler) or scheduler.last_sample is None:
         return
