@@ -61,8 +61,9 @@ MIN_OBJECT_AREA = 0.006
 MIN_FRAGMENT_AREA = 0.0015
 #: Views (frames) of an object compared with the shape templates, and the template sizes tried around the size
 #: the body's area implies (a codec or blur eats into thin parts and corners).
-SHAPE_VIEWS = 4
-SIZE_FACTORS = (0.97, 1.03, 1.09, 1.15)
+SHAPE_VIEWS = 3
+SIZE_FACTORS = (0.98, 1.04, 1.1)
+BLURRED_SIZE_FACTORS = (1.0, 1.06, 1.12, 1.18)
 #: Mean fragments per frame from which an object is "fragmenting".
 FRAGMENTS_PER_FRAME = 0.5
 #: A second component at least this share of the main one, in at least half of the frames, means a split object.
@@ -477,8 +478,9 @@ def _classify_shape(bodies: Sequence[np.ndarray], side: int, blur: float = 0.0) 
     coverage. The shape whose best template overlaps the views most (mean intersection over union) wins, and its
     best size gives the size class.
     """
-    totals = {shape: np.zeros(len(SIZE_FACTORS)) for shape in SHAPES}
-    sizes = {shape: np.zeros(len(SIZE_FACTORS)) for shape in SHAPES}
+    factors = BLURRED_SIZE_FACTORS if blur > 0.3 else SIZE_FACTORS
+    totals = {shape: np.zeros(len(factors)) for shape in SHAPES}
+    sizes = {shape: np.zeros(len(factors)) for shape in SHAPES}
     for body in bodies:
         ys, xs = np.nonzero(body)
         margin = int(np.ceil(0.1 * side + 3 * blur)) + 2
@@ -487,7 +489,7 @@ def _classify_shape(bodies: Sequence[np.ndarray], side: int, blur: float = 0.0) 
         cx, cy = xs.mean() + 0.5 - x0, ys.mean() + 0.5 - y0
         h, w = crop.shape
         for shape in SHAPES:
-            for j, factor in enumerate(SIZE_FACTORS):
+            for j, factor in enumerate(factors):
                 size = float(np.sqrt(len(xs) / _SHAPE_AREA[shape])) * factor
                 template = shape_mask(shape, size, (cx, cy - _SHAPE_CENTROID_DROP[shape] * size), h, w)
                 if blur > 0.3:

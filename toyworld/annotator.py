@@ -1,0 +1,255 @@
+"""Chain-of-thought annotations for toy videos, in the three stages of the DeScore judge.
+
+The real method trains on CoTs written by strong multimodal models; here :func:`annotate_cot` plays that role with
+the ground truth in hand. A CoT (1) decodes the prompt into explicit and implicit expectations, (2) describes what
+the video shows, (3) rates subject, dynamics, camera, environment and style with a reason each, and ends with the
+judge's answer block (``<answer>{"dimensional_scores": ..., "overall_score": ...}</answer>``), which
+:func:`descore.answer.parse_answer` reads back to exactly the given sub-scores. Phrasing varies with the generator.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from descore.answer import DIMENSIONS, PRIMARY_DIMENSIONS, SubScore, format_answer, overall_from_subscores
+from toyworld.defects import STYLE_STRENGTH
+from toyworld.prompts import COLOR_WORDS, SHAPE_WORDS, parse_prompt
+from toyworld.scene import ObjectEffects, ObjectSpec, Scene, SceneSpec
+
+_MOVES = {
+    "left": ("moves to the left", "slides left", "travels leftward"),
+    "right": ("moves to the right", "slides right", "travels rightward"),
+    "up": ("moves upward", "rises", "drifts up"),
+    "down": ("moves downward", "sinks", "drifts down"),
+    "still": ("stays in place", "does not move", "remains still"),
+}
+_CAMERA = {
+    "static": ("the camera stays fixed", "the view does not move", "the shot is locked off"),
+    "pan_left": ("the camera pans to the left", "the view sweeps left", "the camera turns left"),
+    "pan_right": ("the camera pans to the right", "the view sweeps right", "the camera turns right"),
+}
+_TEXTURE = {"plain": "plain", "striped": "striped", "checkered": "checkered"}
+_STAGE_TITLES = (
+    ("Step 1 - what the prompt expects:", "1. Expectations from the prompt:", "First, the prompt."),
+    ("Step 2 - what the video shows:", "2. What the video actually shows:", "Next, the video itself."),
+    ("Step 3 - rating each dimension:", "3. Dimension by dimension:", "Now the ratings."),
+)
+_IMPLICIT = (
+    "Implicitly, every object should keep its colour, shape and size in every frame, move smoothly, and the frames "
+    "should stay clean, sharp and steady in brightness.",
+    "Beyond what is written, the objects should stay whole and consistent from frame to frame, their motion should "
+    "be smooth, and the image should be free of flicker, grain and blur.",
+    "Unstated but expected: stable objects that do not break apart or tremble, and a clean, sharp, evenly lit "
+    "picture throughout.",
+)
+_VERDICT = {2: ("2", "a 2", "2 (no flaw)"), 1: ("1", "a 1", "1 (minor flaw)"), 0: ("0", "a 0", "0 (failure)")}
+
+
+def _pick(rng: np.random.Generator, options: Sequence[str]) -> str:
+    return options[int(rng.integers(len(options)))]
+
+
+def _name(obj: ObjectSpec, rng: np.random.Generator, with_size: bool = True) -> str:
+    words = [_pick(rng, COLOR_WORDS[obj.color]), _pick(rng, SHAPE_WORDS[obj.shape])]
+    if with_size and obj.size is not None:
+        words.insert(0, obj.size)
+    return " ".join(words)
+
+
+def _style_word(value: float, kind: str) -> str:
+    return "strong" if value >= STYLE_STRENGTH[kind][0] - 1e-9 else "mild"
+
+
+def _expectations(spec: SceneSpec, rng: np.random.Generator) -> str:
+    parts = [f"a {_name(o, rng)} that {_pick(rng, _MOVES[o.motion])}" for o in spec.objects]
+    objects = " and ".join(parts)
+    background = f"a {_TEXTURE[spec.texture]} {spec.background} background"
+    if spec.camera is None:
+        camera = _pick(rng, (
+            "The prompt says nothing about the camera, so camera work is not applicable.",
+            "No camera motion is specified, so the camera dimension does not apply.",
+        ))
+    else:
+        camera = f"It asks that {_pick(rng, _CAMERA[spec.camera])}."
+    opening = _pick(rng, ("The prompt asks for", "Expected:", "The video should show"))
+    return f"{opening} {objects}, on {background}. {camera} {_pick(rng, _IMPLICIT)}"
+
+
+def _object_view(obj: ObjectSpec, eff: ObjectEffects, asked: ObjectSpec, rng: np.random.Generator) -> str:
+    if not eff.visible:
+        return _pick(rng, (
+            f"There is no {_name(asked, rng, False)} anywhere in the frames.",
+            f"The {_name(asked, rng, False)} never appears.",
+        ))
+    text = f"A {_name(obj, rng)} {_pick(rng, _MOVES[obj.motion])}"
+    extras = []
+    if eff.split:
+        extras.append(_pick(rng, ("it is broken into two separate halves", "its body is split in two")))
+    if eff.fragments:
+        extras.append(_pick(rng, (f"small {obj.color} fragments flicker around it", f"{obj.color} specks keep appearing next to it")))
+    if eff.jitter:
+        extras.append(_pick(rng, ("it trembles from frame to frame", "its path jitters")))
+    return text + ("; " + ", and ".join(extras) if extras else "") + "."
+
+
+def _observations(shown: Scene, asked: SceneSpec, rng: np.random.Generator) -> str:
+    spec, eff = shown.spec, shown.effects
+    sentences = [
+        _object_view(obj, eff.for_object(i), asked.objects[i], rng) for i, obj in enumerate(spec.objects)
+    ]
+    sentences.append(f"The background is {_TEXTURE[spec.texture]} {spec.background}.")
+    if asked.camera is not None or spec.camera not in (None, "static"):
+        camera = _pick(rng, _CAMERA[spec.camera or "static"])
+        sentences.append(camera[0].upper() + camera[1:] + (", with a visible shake." if eff.shake else "."))
+    flaws = []
+    if eff.flicker:
+        flaws.append(f"{_style_word(eff.flicker, 'flicker')} brightness flicker between frames")
+    if eff.noise:
+        flaws.append(f"{_style_word(eff.noise, 'noise')} grainy noise")
+    if eff.blur:
+        flaws.append(f"{_style_word(eff.blur, 'blur')} blur that softens every edge")
+    if flaws:
+        sentences.append(f"The image shows {' and '.join(flaws)}.")
+    else:
+        sentences.append(_pick(rng, ("The frames are clean and sharp.", "The image is crisp and evenly lit.")))
+    return " ".join(sentences)
+
+
+def _subject_issues(shown: Scene, asked: SceneSpec, rng: np.random.Generator) -> list[str]:
+    issues = []
+    for i, want in enumerate(asked.objects):
+        got, eff = shown.spec.objects[i], shown.effects.for_object(i)
+        name = f"the {_name(want, rng, False)}"
+        if not eff.visible:
+            issues.append(f"{name} is missing")
+            continue
+        if got.color != want.color:
+            issues.append(f"{name} is {got.color} instead of {want.color}")
+        if got.shape != want.shape:
+            issues.append(f"{name} is drawn as a {got.shape}")
+        if eff.split:
+            issues.append(f"{name} is split in two")
+        if want.size is not None and got.size != want.size:
+            issues.append(f"{name} is {got.size} rather than {want.size}")
+        if eff.fragments:
+            issues.append(f"{name} sheds fragments")
+    return issues
+
+
+def _dynamics_issues(shown: Scene, asked: SceneSpec, rng: np.random.Generator) -> list[str]:
+    issues = []
+    for i, want in enumerate(asked.objects):
+        got, eff = shown.spec.objects[i], shown.effects.for_object(i)
+        if not eff.visible:
+            continue
+        name = f"the {_name(want, rng, False)}"
+        if got.motion != want.motion:
+            issues.append(f"{name} {_pick(rng, _MOVES[got.motion])} although it should have "
+                          f"{'stayed still' if want.motion == 'still' else 'moved ' + want.motion}")
+        if eff.jitter:
+            issues.append(f"{name} jitters")
+    if all(not shown.effects.for_object(i).visible for i in range(len(asked.objects))):
+        issues.append("nothing that was asked for moves at all")
+    return issues
+
+
+_CAMERA_STATE = {"static": "static", "pan_left": "panning left", "pan_right": "panning right"}
+
+
+def _camera_issues(shown: Scene, asked: SceneSpec) -> list[str]:
+    issues = []
+    if shown.spec.camera != asked.camera:
+        issues.append(f"the camera is {_CAMERA_STATE[shown.spec.camera]} instead of {_CAMERA_STATE[asked.camera]}")
+    if shown.effects.shake:
+        issues.append("the camera shakes")
+    return issues
+
+
+def _environment_issues(shown: Scene, asked: SceneSpec) -> list[str]:
+    issues = []
+    if shown.spec.background != asked.background:
+        issues.append(f"the background is {shown.spec.background} instead of {asked.background}")
+    if shown.spec.texture != asked.texture:
+        issues.append(f"the background is {shown.spec.texture} rather than {asked.texture}")
+    return issues
+
+
+def _style_issues(shown: Scene) -> list[str]:
+    eff = shown.effects
+    issues = []
+    for kind, value in (("flicker", eff.flicker), ("noise", eff.noise), ("blur", eff.blur)):
+        if value:
+            issues.append(f"{_style_word(value, kind)} {kind}")
+    return issues
+
+
+def _rating(dimension: str, score: SubScore, issues: list[str], rng: np.random.Generator) -> str:
+    label = dimension.capitalize()
+    if score is None:
+        return f"{label}: not applicable, the prompt does not ask for any camera work -> N/A."
+    if score == 2:
+        reason = _pick(rng, ("everything matches the prompt", "no problems here", "exactly as asked"))
+    else:
+        reason = "; ".join(issues) if issues else "there are visible flaws"
+    return f"{label}: {reason} -> {_pick(rng, _VERDICT[score])}."
+
+
+def _overall_sentence(scores: Mapping[str, SubScore], overall: float, rng: np.random.Generator) -> str:
+    primary = [scores[d] for d in PRIMARY_DIMENSIONS]
+    if primary.count(0) == 2:
+        band = "both primary dimensions fail"
+    elif 0 in primary:
+        band = "one primary dimension fails"
+    elif 1 in primary:
+        band = "a primary dimension has a minor flaw"
+    elif overall < 5:
+        band = "the primary dimensions are perfect and only secondary ones have flaws"
+    else:
+        band = "every dimension is perfect"
+    opening = _pick(rng, ("Overall:", "In total:", "Summing up:"))
+    return f"{opening} {band}, so the overall score is {overall:.2f}."
+
+
+def annotate_cot(
+    prompt: str,
+    shown: Scene,
+    subscores: Mapping[str, SubScore],
+    rng: np.random.Generator,
+    *,
+    brief: bool = False,
+) -> str:
+    """A chain of thought for a video of ``shown`` (the scene as rendered) judged against ``prompt``.
+
+    ``subscores`` are the ground truth (:func:`toyworld.defects.ground_truth`); the answer block carries exactly
+    these and their overall score. ``brief`` keeps only the per-dimension ratings and the answer (for tiny models
+    with short contexts).
+    """
+    asked = parse_prompt(prompt)
+    scores = {d: subscores[d] for d in DIMENSIONS}
+    overall = overall_from_subscores(scores)
+    issues = {
+        "subject": _subject_issues(shown, asked, rng),
+        "dynamics": _dynamics_issues(shown, asked, rng),
+        "camera": _camera_issues(shown, asked),
+        "environment": _environment_issues(shown, asked),
+        "style": _style_issues(shown),
+    }
+    ratings = [_rating(d, scores[d], issues[d], rng) for d in DIMENSIONS]
+    answer = format_answer(scores, overall)
+    if brief:
+        return " ".join(ratings) + "\n" + answer
+    titles = [_pick(rng, options) for options in _STAGE_TITLES]
+    return "\n".join(
+        [
+            titles[0],
+            _expectations(asked, rng),
+            titles[1],
+            _observations(shown, asked, rng),
+            titles[2],
+            *ratings,
+            _overall_sentence(scores, overall, rng),
+            answer,
+        ]
+    )

@@ -1,0 +1,321 @@
+"""Build a toy preference dataset on disk, in the file formats of real video-preference data.
+
+Layout of ``out_dir``::
+
+    train.csv, test_id.csv, test_ood.csv   pair files (columns below), video paths relative to out_dir
+    videos/<split>/<prompt>_<k>.mp4         the videos (H.264, deterministic encoder settings)
+    videos.jsonl                            one record per video: asked scene, shown scene, defects, sub-scores
+    world.json                              seed, geometry, held-out combinations, counts
+
+Pair-file columns: VideoAlign's ``path_A, path_B, prompt, A_model, B_model, fps_A, num_frames_A, fps_B,
+num_frames_B, VQ, MQ, TA, Overall``, the DeScore judge dimensions ``subject, dynamics, camera, environment,
+style`` (labels A / B / same), ``CoT_A, CoT_B`` and the ground truth ``gt_<dimension>_A`` / ``gt_<dimension>_B``
+(0, 1, 2 or N/A). Each prompt gets ``videos_per_prompt`` videos (each with its own random defects) and every pair
+among them becomes a row, A and B in random order.
+
+Splits: ``train`` and ``test_id`` never contain a held-out (colour, shape) combination, neither in a prompt nor in
+what a video shows; every ``test_ood`` prompt asks for at least one. Everything derives from the seed: the same
+seed writes byte-identical files.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import math
+import os
+from dataclasses import dataclass
+from itertools import combinations
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from descore.answer import DIMENSIONS, SubScore
+from descore.errors import ConfigError
+from descore.video_io import write_video
+from toyworld.annotator import annotate_cot
+from toyworld.defects import apply_defects, ground_truth, sample_defects
+from toyworld.preferences import LABEL_COLUMNS, label_pair, utility
+from toyworld.prompts import write_prompt
+from toyworld.render import render
+from toyworld.scene import OBJECT_COLORS, SHAPES, Scene, SceneSpec, WorldConfig, sample_scene
+
+logger = logging.getLogger(__name__)
+
+SPLITS: tuple[str, ...] = ("train", "test_id", "test_ood")
+#: VideoAlign's pair columns, in their order.
+VIDEOALIGN_COLUMNS: tuple[str, ...] = (
+    "path_A", "path_B", "prompt", "A_model", "B_model", "fps_A", "num_frames_A", "fps_B", "num_frames_B",
+)
+#: Every column of a toy pair file, in file order.
+PAIR_COLUMNS: tuple[str, ...] = (
+    *VIDEOALIGN_COLUMNS,
+    *LABEL_COLUMNS,
+    "CoT_A",
+    "CoT_B",
+    *(f"gt_{d}_A" for d in DIMENSIONS),
+    *(f"gt_{d}_B" for d in DIMENSIONS),
+)
+#: What the A_model / B_model columns name: the procedural renderer with sampled defects.
+MODEL_NAME = "toyworld-render"
+#: Encoder settings that make mp4 bytes depend only on the frames (one thread; write_video adds no timestamps).
+ENCODER_OPTIONS = {"threads": "1"}
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class DatasetSummary:
+    """What :func:`build_dataset` wrote: the pair files per split, and counts."""
+
+    out_dir: Path
+    pair_files: dict[str, Path]
+    pairs: dict[str, int]
+    videos: int
+    held_out: tuple[tuple[str, str], ...]
+
+
+def held_out_combinations(seed: int) -> tuple[tuple[str, str], ...]:
+    """The (colour, shape) pairs kept out of training: one shape per colour, shapes spread evenly, from the seed."""
+    rng = np.random.default_rng([seed, 7])
+    shapes = [SHAPES[i] for i in rng.permutation(len(SHAPES))]
+    return tuple((color, shapes[i % len(shapes)]) for i, color in enumerate(OBJECT_COLORS))
+
+
+def _combos(spec: SceneSpec) -> set[tuple[str, str]]:
+    return {(o.color, o.shape) for o in spec.objects}
+
+
+def _split_sizes(pairs: int, fractions: Sequence[float]) -> dict[str, int]:
+    if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs < 1:
+        raise ConfigError(f"the number of pairs must be a positive integer, got {pairs!r}")
+    if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
+        raise ConfigError(f"split fractions must be {len(SPLITS)} non-negative numbers summing to 1, got {fractions}")
+    test = [int(round(pairs * f)) for f in fractions[1:]]
+    if pairs >= len(SPLITS):
+        test = [max(1, n) if f > 0 else 0 for n, f in zip(test, fractions[1:])]
+    train = pairs - sum(test)
+    if train < 0 or (train == 0 and fractions[0] > 0):
+        raise ConfigError(f"{pairs} pair(s) are too few for the split fractions {fractions}")
+    return dict(zip(SPLITS, [train, *test]))
+
+
+def _sample_prompt_scene(rng: np.random.Generator, config: WorldConfig, split: str, held_out: set) -> Scene:
+    while True:
+        scene = sample_scene(rng, config)
+        combos = _combos(scene.spec)
+        if (split == "test_ood") == bool(combos & held_out):
+            return scene
+
+
+def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
+    if out_dir.exists() and not out_dir.is_dir():
+        raise ConfigError(f"{out_dir}: exists and is not a folder")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise ConfigError(f"{out_dir}: folder is not empty; choose a new folder or pass overwrite=True (--overwrite)")
+
+
+def _format_score(value: SubScore) -> str:
+    return "N/A" if value is None else str(value)
+
+
+def build_dataset(
+    out_dir: str | os.PathLike[str],
+    pairs: int,
+    seed: int,
+    *,
+    config: WorldConfig | None = None,
+    videos_per_prompt: int = 2,
+    split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
+    label_noise: float = 0.0,
+    brief_cot: bool = False,
+    crf: int | None = None,
+    overwrite: bool = False,
+    progress: bool = True,
+) -> DatasetSummary:
+    """Render and write a toy preference dataset of ``pairs`` pairs (all splits together), deterministic by seed.
+
+    ``videos_per_prompt`` videos are made per prompt and all their pairs kept (so videos are shared between pairs,
+    as in real data). ``label_noise`` flips pair labels (never the ground-truth columns). ``crf`` is the H.264
+    quality (default that of :func:`descore.video_io.write_video`).
+    """
+    config = config or WorldConfig()
+    sizes = _split_sizes(pairs, split_fractions)
+    if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or not 2 <= videos_per_prompt <= 8:
+        raise ConfigError(f"videos_per_prompt must be an integer from 2 to 8, got {videos_per_prompt!r}")
+    if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+        raise ConfigError(f"the seed must be a non-negative integer, got {seed!r}")
+    if not 0.0 <= label_noise <= 1.0:
+        raise ConfigError(f"label noise must be a probability in [0, 1], got {label_noise!r}")
+    out = Path(out_dir)
+    _check_out_dir(out, overwrite)
+    threads = torch.get_num_threads()
+    # Each video is a tiny tensor: worker threads only add contention (3x slower writes on a busy 2-core machine).
+    torch.set_num_threads(1)
+    try:
+        return _build(out, sizes, int(seed), config, videos_per_prompt, label_noise, brief_cot, crf, progress)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _build(
+    out: Path,
+    sizes: dict[str, int],
+    seed: int,
+    config: WorldConfig,
+    videos_per_prompt: int,
+    label_noise: float,
+    brief_cot: bool,
+    crf: int | None,
+    progress: bool,
+) -> DatasetSummary:
+    held_out = held_out_combinations(seed)
+    held = set(held_out)
+    per_prompt = videos_per_prompt * (videos_per_prompt - 1) // 2
+    records: list[dict[str, Any]] = []
+    files: dict[str, Path] = {}
+    out.mkdir(parents=True, exist_ok=True)
+    total_videos = sum(math.ceil(n / per_prompt) * videos_per_prompt for n in sizes.values())
+    with tqdm(total=total_videos, desc="toy videos", unit="video", disable=not progress) as bar:
+        for split_index, split in enumerate(SPLITS):
+            rows, videos = _build_split(
+                out, split, split_index, sizes[split], seed, config, videos_per_prompt, per_prompt,
+                held, label_noise, brief_cot, crf, bar,
+            )
+            records.extend(videos)
+            files[split] = _write_pairs(out / f"{split}.csv", rows)
+    with open(out / "videos.jsonl", "w", encoding="utf-8", newline="\n") as handle:
+        for record in records:
+            handle.write(json.dumps(record, sort_keys=True) + "\n")
+    world = {
+        "format_version": FORMAT_VERSION,
+        "seed": seed,
+        "config": {"num_frames": config.num_frames, "height": config.height, "width": config.width, "fps": config.fps},
+        "videos_per_prompt": videos_per_prompt,
+        "label_noise": label_noise,
+        "held_out": [list(c) for c in held_out],
+        "pairs": sizes,
+        "videos": len(records),
+    }
+    (out / "world.json").write_text(json.dumps(world, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    logger.info("wrote %d pairs and %d videos to %s", sum(sizes.values()), len(records), out)
+    return DatasetSummary(out_dir=out, pair_files=files, pairs=sizes, videos=len(records), held_out=held_out)
+
+
+def _build_split(
+    out: Path,
+    split: str,
+    split_index: int,
+    count: int,
+    seed: int,
+    config: WorldConfig,
+    videos_per_prompt: int,
+    per_prompt: int,
+    held: set,
+    label_noise: float,
+    brief_cot: bool,
+    crf: int | None,
+    bar: tqdm,
+) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
+    """Sample, render and write one split; returns its pair rows and video records."""
+    prompts = math.ceil(count / per_prompt) if count else 0
+    forbidden = () if split == "test_ood" else held
+    videos: list[dict[str, Any]] = []
+    shown_scenes: list[Scene] = []
+    rows: list[dict[str, str]] = []
+    for p in range(prompts):
+        rng = np.random.default_rng([seed, split_index, p])
+        asked = _sample_prompt_scene(rng, config, split, held)
+        prompt = write_prompt(asked.spec, rng)
+        group = []
+        for k in range(videos_per_prompt):
+            defects = sample_defects(asked, rng, forbidden_combos=forbidden)
+            shown = apply_defects(asked, defects, config)
+            scores = ground_truth(asked, defects)
+            path = f"videos/{split}/{p:05d}_{k}.mp4"
+            record = {
+                "path": path,
+                "split": split,
+                "prompt": prompt,
+                "asked": asked.to_dict(),
+                "shown": shown.to_dict(),
+                "defects": [d.to_dict() for d in defects],
+                "subscores": {d: scores[d] for d in DIMENSIONS},
+                "overall": utility(scores),
+                "cot": annotate_cot(prompt, shown, scores, rng, brief=brief_cot),
+            }
+            group.append(record)
+            shown_scenes.append(shown)
+        for i, j in combinations(range(videos_per_prompt), 2):
+            if len(rows) == count:
+                break
+            a, b = (group[i], group[j]) if rng.random() < 0.5 else (group[j], group[i])
+            labels = label_pair(a["subscores"], b["subscores"], noise=label_noise, rng=rng)
+            rows.append(_row(a, b, labels.labels, config))
+        videos.extend(group)
+    _write_videos(out, videos, shown_scenes, config, crf, bar)
+    return rows, videos
+
+
+def _row(a: dict[str, Any], b: dict[str, Any], labels: dict[str, str], config: WorldConfig) -> dict[str, str]:
+    row = {
+        "path_A": a["path"],
+        "path_B": b["path"],
+        "prompt": a["prompt"],
+        "A_model": MODEL_NAME,
+        "B_model": MODEL_NAME,
+        "fps_A": str(config.fps),
+        "num_frames_A": str(config.num_frames),
+        "fps_B": str(config.fps),
+        "num_frames_B": str(config.num_frames),
+        **labels,
+        "CoT_A": a["cot"],
+        "CoT_B": b["cot"],
+    }
+    for side, record in (("A", a), ("B", b)):
+        for d in DIMENSIONS:
+            row[f"gt_{d}_{side}"] = _format_score(record["subscores"][d])
+    return row
+
+
+def _write_videos(
+    out: Path,
+    records: list[dict[str, Any]],
+    scenes: list[Scene],
+    config: WorldConfig,
+    crf: int | None,
+    bar: tqdm,
+    chunk: int = 64,
+) -> None:
+    """Render the videos in chunks and write each one where its record says."""
+    for start in range(0, len(scenes), chunk):
+        frames = render(scenes[start : start + chunk], config)
+        for record, video in zip(records[start : start + chunk], frames):
+            write_video(video, out / record["path"], fps=config.fps, crf=crf, options=ENCODER_OPTIONS)
+        bar.update(len(frames))
+
+
+def _write_pairs(path: Path, rows: list[dict[str, str]]) -> Path:
+    with open(path, "w", encoding="utf-8", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=PAIR_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+    return path
+
+
+def load_manifest(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:
+    """The video records of a built dataset (``videos.jsonl``), with scenes as :class:`Scene` objects."""
+    path = Path(out_dir) / "videos.jsonl"
+    if not path.is_file():
+        raise ConfigError(f"{path}: no such file; is {out_dir} a toy dataset built by build_dataset?")
+    records = []
+    with open(path, encoding="utf-8") as handle:
+        for line in handle:
+            record = json.loads(line)
+            record["asked"] = Scene.from_dict(record["asked"])
+            record["shown"] = Scene.from_dict(record["shown"])
+            records.append(record)
+    return records
