@@ -49,13 +49,13 @@ class RewardSpec:
     factory: str | None = field(
         default=None,
         metadata={
-            "help": "kind callable: 'module:attribute', a RewardFunction, a callable(videos, prompts), or a factory called "
-            "with `options` that returns one"
+            "help": "kind callable: 'module:attribute' of a factory, called with `options`, that returns a "
+            "RewardFunction or a callable(videos, prompts)"
         },
     )
     options: dict[str, Any] = field(
         default_factory=dict,
-        metadata={"help": "keyword arguments of `factory` (a factory is called only if this is given)"},
+        metadata={"help": "keyword arguments of `factory`"},
     )
     batch_size: int = field(default=8, metadata={"help": "videos per reward call (micro-batches)"})
     sampling: dict[str, Any] | None = field(
@@ -94,9 +94,9 @@ def build_reward(spec: RewardSpec) -> Any:
         target = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
         raise ConfigError(f"reward.factory: cannot import {spec.factory!r} ({err})") from err
-    if spec.options:
-        target = target(**spec.options)
-    reward = as_reward(target)
+    if not callable(target):
+        raise ConfigError(f"reward.factory: {spec.factory!r} is not callable")
+    reward = as_reward(target(**spec.options))
     if reward.batch_size is None:
         reward.batch_size = spec.batch_size
     return reward

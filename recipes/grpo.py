@@ -110,16 +110,22 @@ class GRPOTrainer(RecipeTrainer):
     config_class = GRPOConfig
 
     def sde_steps(self, update: int) -> list[int] | None:
-        """The stochastic steps of this update: all, or a random window ("fast" mode)."""
+        """The stochastic steps of this update: all, or a random window ("fast" mode).
+
+        The window never covers the last step when that step is deterministic (CPS ends on sigma 0, DDIM on
+        alpha 1), so that every window holds a step to train on.
+        """
         config = self.config
         steps = config.sampling.num_inference_steps
         if config.sde_window is None:
             return None
-        first, last = config.sde_window_range or (0, steps - config.sde_window + 1)
-        last = min(last, steps - config.sde_window + 1)
+        usable = steps - 1 if (config.sde_form == "cps" or self.family.kind == "ddim") else steps
+        first, last = config.sde_window_range or (0, usable - config.sde_window + 1)
+        last = min(last, usable - config.sde_window + 1)
         if last <= first:
             raise ConfigError(
-                f"sde_window_range: no room for a window of {config.sde_window} in [{first}, {last})"
+                f"sde_window: no room for a window of {config.sde_window} stochastic step(s) in [{first}, {last}) "
+                f"({usable} of the {steps} steps can carry noise)"
             )
         start = int(torch.randint(first, last, (1,), generator=seeded(config.seed, update, "window")))
         return list(range(start, start + config.sde_window))
@@ -135,6 +141,8 @@ class GRPOTrainer(RecipeTrainer):
             samples.rewards, samples.group_ids, clip=config.advantage_clip, global_std=config.global_std
         )
         stochastic = samples.trajectories[0].training_steps()
+        if not stochastic:
+            raise ConfigError("GRPO: the rollout has no stochastic step to train on (noise_level 0?)")
         count = max(1, round(config.timestep_fraction * len(stochastic)))
         order = torch.randperm(len(stochastic), generator=seeded(config.seed, update, self.process, "steps"))
         train_steps = [stochastic[i] for i in order[:count].tolist()]

@@ -1,0 +1,193 @@
+"""The shared training loop: exact resume, YAML configs and the CLI, EMA, sample videos, GRPO modes, offline DPO."""
+
+import csv
+import dataclasses
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from descore.errors import ConfigError
+from descore.video_io import read_video, write_video
+from recipes.base import RecipeTrainer
+from recipes.config import RecipeConfig, load_config
+from recipes.dpo import DPOConfig, DPOTrainer
+from recipes.grpo import GRPOConfig, GRPOTrainer
+from recipes.lora import LoraSpec
+from recipes.rwr import RWRConfig, RWRTrainer
+from tests.recipes.conftest import PROMPTS, tiny_spec
+from tests.recipes.test_recipes import make_config, redness, reward
+from toyworld.tiny_models.video_pipelines import save_video_pipeline
+
+CONFIGS = Path(__file__).resolve().parents[2] / "recipes" / "configs"
+
+
+def _without_time(history):
+    return [{k: v for k, v in m.items() if not k.startswith("time/")} for m in history]
+
+
+class Interrupted(Exception):
+    pass
+
+
+@pytest.mark.parametrize("recipe", ["grpo", "dpo"])
+def test_resume_after_interruption_reproduces_the_run(recipe, make_pipeline, tmp_path):
+    changes = {"num_updates": 3, "checkpoint_every": 2, "ema_decay": 0.5, "prompts_per_update": 2}
+    trainer_cls = {"grpo": GRPOTrainer, "dpo": DPOTrainer}[recipe]
+    full = trainer_cls(make_config(recipe, "wan2.1", tmp_path / "full", **changes), pipe=make_pipeline("wan2.1"),
+                       reward=reward()).train()
+
+    config = make_config(recipe, "wan2.1", tmp_path / "cut", **changes)
+    first = trainer_cls(config, pipe=make_pipeline("wan2.1"), reward=reward())
+    original = first.run_update
+
+    def stop_at_third(update):
+        if update == 2:
+            raise Interrupted
+        return original(update)
+
+    first.run_update = stop_at_third
+    with pytest.raises(Interrupted):
+        first.train()
+    resumed = trainer_cls(config, pipe=make_pipeline("wan2.1"), reward=reward())
+    assert resumed.update == 2
+    history = resumed.train()
+    assert _without_time(history) == _without_time(full)
+    logged = [json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    assert [m["update"] for m in logged] == [1, 2, 3]
+
+
+def test_yaml_examples_parse_and_errors_name_the_file(tmp_path):
+    import yaml
+
+    for path in sorted(CONFIGS.glob("*.yaml")):
+        recipe = path.stem
+        cls = {"grpo": GRPOConfig, "rwr": RWRConfig, "dpo": DPOConfig}.get(recipe)
+        if cls is None:
+            from recipes.draft import DRaFTConfig as cls
+        for example in yaml.safe_load(path.read_text()):
+            config = load_config(cls, path, example=example)
+            assert isinstance(config, cls)
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("prompts: [a]\nlearning_rat: 0.1\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml.*learning_rat"):
+        load_config(GRPOConfig, bad)
+    bad.write_text("prompts: [a]\nlora: {rank: 0}\n")
+    with pytest.raises(ConfigError, match="rank"):
+        load_config(GRPOConfig, bad)
+    bad.write_text("prompts: [a]\nsampling: {heigth: 32}\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml \[sampling\].*heigth"):
+        load_config(GRPOConfig, bad)
+
+
+def redness_reward():
+    """Factory used by the CLI test's YAML (reward.kind callable)."""
+    return reward()
+
+
+def test_cli_runs_from_yaml(tmp_path, capsys):
+    pipeline_dir = save_video_pipeline(tmp_path / "pipe", "wan2.1")
+    spec = dataclasses.asdict(tiny_spec("wan2.1"))
+    config = {
+        "pretrained": str(pipeline_dir),
+        "output_dir": str(tmp_path / "run"),
+        "prompts": PROMPTS,
+        "sampling": {k: v for k, v in spec.items() if v is not None},
+        "lora": {"rank": 2, "alpha": 2},
+        "reward": {"kind": "callable", "factory": "tests.recipes.test_training_loop:redness_reward", "options": {}},
+        "num_updates": 1,
+        "prompts_per_update": 1,
+        "group_size": 2,
+        "sample_batch_size": 2,
+        "sample_every": 1,
+        "progress": False,
+    }
+    path = tmp_path / "rwr.yaml"
+    import yaml
+
+    path.write_text(yaml.safe_dump({"example": config}))
+    assert RWRTrainer.main(["--config", str(path), "--example", "example", "--set", "beta=0.5"]) == 0
+    run = tmp_path / "run"
+    assert (run / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    assert len(list(run.glob("checkpoint-*"))) == 1
+    assert json.loads((run / "config.json").read_text())["beta"] == 0.5
+    video = read_video(run / "samples" / "update-000001" / "00.mp4")
+    assert video.frames.shape == (9, 3, 32, 32)
+    assert RWRTrainer.main(["--config", str(path), "--example", "example", "--set", "lora.rank=0"]) == 2
+    assert "lora.rank" in capsys.readouterr().err
+
+
+def test_grpo_modes_fast_window_no_cfg_cps_and_timestep_fraction(make_pipeline, tmp_path):
+    config = make_config(
+        "grpo", "wan2.1", tmp_path, sde_window=1, sde_window_range=[1, 3], timestep_fraction=1.0,
+        sde_form="cps", sampling=tiny_spec("wan2.1", guidance_scale=1.0), optimizer_steps_per_update=1,
+    )
+    trainer = GRPOTrainer(config, pipe=make_pipeline("wan2.1"), reward=reward())
+    windows = {tuple(trainer.sde_steps(u)) for u in range(20)}
+    assert windows == {(1,)}  # CPS: the last step (2) is deterministic, so the window can only be step 1
+    steps = trainer.sde_steps(0)
+    samples = trainer.sample_groups(0, form="cps", sde_steps=steps)
+    assert samples.trajectories[0].training_steps() == steps
+    assert samples.trajectories[0].context.conditioning.negative is None  # no-CFG: one branch
+    metrics = trainer.run_update(0)
+    assert metrics["train/first_step_ratio_deviation"] == 0.0
+    with pytest.raises(ConfigError, match="sde_window"):
+        make_config("grpo", "wan2.1", tmp_path, sde_window=5)
+
+
+def test_grpo_two_optimizer_steps_move_the_ratio_and_clip(make_pipeline, tmp_path):
+    config = make_config("grpo", "ltx", tmp_path, prompts_per_update=2, optimizer_steps_per_update=2,
+                         sample_batch_size=2, learning_rate=5e-2, clip_range=1e-5)
+    history = GRPOTrainer(config, pipe=make_pipeline("ltx"), reward=reward()).train()
+    metrics = history[0]
+    assert metrics["train/first_step_ratio_deviation"] == 0.0
+    assert metrics["train/ratio_max"] > 1 or metrics["train/ratio_min"] < 1  # the second step sees a new policy
+    assert metrics["train/clip_frac"] > 0
+
+
+def test_rwr_best_of_group_weights_only_the_best(make_pipeline, tmp_path):
+    config = make_config("rwr", "hunyuanvideo", tmp_path, best_of_group=True, group_size=3, sample_batch_size=3)
+    trainer = RWRTrainer(config, pipe=make_pipeline("hunyuanvideo"), reward=reward())
+    metrics = trainer.run_update(0)
+    assert metrics["train/effective_samples"] == pytest.approx(1.0)
+    assert metrics["train/weight_max"] == pytest.approx(3.0)
+
+
+def test_offline_dpo_from_a_pair_file(make_pipeline, tmp_path):
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i, prompt in enumerate(PROMPTS):
+        red = torch.rand(9, 3, 32, 32, generator=g) * 0.3
+        red[:, 0] += 0.6
+        blue = torch.rand(9, 3, 32, 32, generator=g) * 0.3
+        blue[:, 2] += 0.6
+        write_video(red, tmp_path / f"red{i}.mp4", fps=8)
+        write_video(blue, tmp_path / f"blue{i}.mp4", fps=8)
+        rows.append({"path_A": f"blue{i}.mp4", "path_B": f"red{i}.mp4", "prompt": prompt, "Overall": "B"})
+    pair_file = tmp_path / "pairs.csv"
+    with pair_file.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    config = DPOConfig(
+        output_dir=str(tmp_path / "dpo"), sampling=tiny_spec("cogvideox"), lora=LoraSpec(rank=2, alpha=2),
+        pair_source="offline", pair_file=str(pair_file), pairs_per_update=2, num_updates=1, progress=False,
+        learning_rate=1e-2,
+    )
+    trainer = DPOTrainer(config, pipe=make_pipeline("cogvideox"), reward=reward())
+    assert trainer.prompts == PROMPTS
+    history = trainer.train()
+    assert history[0]["train/pairs"] == 2 and "train/implicit_accuracy" in history[0]
+    assert history[0]["train/grad_norm"] > 0
+
+
+def test_base_trainer_is_abstract_and_checks_types(make_pipeline, tmp_path):
+    with pytest.raises(ConfigError, match="GRPOConfig"):
+        GRPOTrainer(make_config("rwr", "wan2.1", tmp_path), pipe=make_pipeline("wan2.1"), reward=reward())
+    config = RecipeConfig(
+        output_dir=str(tmp_path / "base"), prompts=PROMPTS, sampling=tiny_spec("wan2.1"), lora=LoraSpec(rank=2, alpha=2)
+    )
+    trainer = RecipeTrainer(config, pipe=make_pipeline("wan2.1"), reward=redness)
+    with pytest.raises(NotImplementedError):
+        trainer.run_update(0)
