@@ -366,7 +366,7 @@ def add_lora(scorer: DeScore, config: ColdStartConfig) -> Any:
         if param.requires_grad and param.dtype != torch.float32:
             param.data = param.data.float()
     if config.gradient_checkpointing:
-        backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        backbone.activation_checkpointing_enable({"use_reentrant": False})
     return peft_model
 
 
@@ -476,6 +476,8 @@ class ColdStartTrainer:
         if resume_from is not None:
             state = load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
             _check_resumable(state, data_state, resume_from)
+            if accelerator.scaler is not None and state.get("grad_scaler"):
+                accelerator.scaler.load_state_dict(state["grad_scaler"])
             start = state["step"]
         if accelerator.is_main_process:
             _truncate_metrics(self.output_dir / METRICS_NAME, start)
@@ -671,7 +673,11 @@ class ColdStartTrainer:
                 model=model,
                 optimizer=optimizer,
                 scheduler=scheduler,
-                state={"config": self.config.to_dict(), "data": data_state},
+                state={
+                    "config": self.config.to_dict(),
+                    "data": data_state,
+                    "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                },
                 keep_last=self.config.save_total_limit,
             )
         accelerator.wait_for_everyone()
@@ -684,7 +690,8 @@ class ColdStartTrainer:
         if merged is not scorer.model.backbone:
             raise RuntimeError("peft returned a different backbone object after merging")
         if self.config.gradient_checkpointing:
-            merged.gradient_checkpointing_disable()
+            merged.activation_checkpointing_disable()
+        merged.to(_DTYPES[self.config.model_dtype])  # trained float32 weights back to the backbone's dtype
         scorer.model.requires_grad_(False)
         scorer.model.eval()
         if accelerator.is_main_process:

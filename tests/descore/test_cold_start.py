@@ -451,3 +451,47 @@ def test_config_from_yaml_is_strict(tmp_path):
         bad.write_text(text)
         with pytest.raises(ConfigError, match=message):
             ColdStartConfig.from_yaml(bad)
+
+
+def test_activation_checkpointing_changes_memory_not_results(toy_data, tmp_path):
+    runs = [
+        ColdStartTrainer(
+            config(
+                toy_data["small"],
+                tmp_path / str(flag),
+                batch_size=2,
+                max_steps=2,
+                gradient_checkpointing=flag,
+            ),
+            tiny_scorer(0),
+        ).train()
+        for flag in (False, True)
+    ]
+    np.testing.assert_allclose(
+        [h["loss"] for h in runs[0].history], [h["loss"] for h in runs[1].history], rtol=1e-5
+    )
+    assert not runs[1].scorer.model.backbone.is_activation_checkpointing
+
+
+def test_lm_loss_teaches_the_chain_of_thought(toy_data, tmp_path):
+    """With lm_loss_weight > 0 the kept CoT rows are also a next-token objective (what keeps a small model able to
+    write its CoT under BT training); with the default 0 it is not computed."""
+    taught = ColdStartTrainer(
+        config(
+            toy_data["small"],
+            tmp_path / "lm",
+            batch_size=4,
+            max_steps=10,
+            cot_mask_prob=0.0,
+            lm_loss_weight=1.0,
+            learning_rate=5e-3,
+        ),
+        tiny_scorer(0),
+    ).train()
+    lm = [h["lm_loss"] for h in taught.history]  # from ln(vocabulary size) = 7.07 for the random model
+    assert lm[-1] < lm[0] - 0.3 and lm == sorted(lm, reverse=True), lm
+    assert all(h["loss"] == pytest.approx(h["bt_loss"] + h["lm_loss"]) for h in taught.history)
+    plain = ColdStartTrainer(
+        config(toy_data["small"], tmp_path / "bt", batch_size=4, max_steps=1), tiny_scorer(0)
+    )
+    assert plain.train().history[0]["lm_loss"] == 0.0

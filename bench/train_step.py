@@ -1,0 +1,138 @@
+"""Benchmark: seconds per stage-1 (cold-start) optimizer step, and tokens per second, on tiny Qwen3-VL backbones.
+
+Writes a small pair file of synthetic mp4 clips (a coloured square on a gray background, one video of each pair with
+noise and flicker) with CoTs into a temporary folder, then runs :class:`descore.training.ColdStartTrainer` for
+``--steps`` optimizer steps from a freshly built backbone of each ``--sizes`` entry (``toy``: the size that learns the
+toy world, ``mid``: 37M parameters) and reports the median step time after ``--warmup`` steps, the tokens per step
+(padded batch tokens that carry attention) and tokens per second. Decoding and the final export are not timed.
+
+Run: ``python bench/train_step.py [--sizes toy mid] [--steps 8] [--batch-size 4] [--threads 1]``
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import logging
+import statistics
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from descore.scoring import DeScore
+from descore.training import ColdStartConfig, ColdStartTrainer
+from descore.video_io import write_video
+
+FRAME_SIDE = {"toy": 64, "mid": 128}
+
+
+def make_pairs(folder: Path, count: int, side: int) -> Path:
+    """``count`` pairs of 8-frame clips at 4 fps, ``side`` x ``side`` pixels, with CoT_A / CoT_B."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for i in range(count):
+        paths = []
+        for tag, noisy in (("clean", False), ("noisy", True)):
+            frames = np.full((8, side, side, 3), rng.uniform(0.35, 0.6), np.float32)
+            x = int(rng.integers(0, side // 2))
+            for t in range(8):
+                frames[t, side // 4 : side // 2, x + t : x + t + side // 4] = (0.9, 0.1, 0.1)
+                if noisy:
+                    frames[t] += rng.normal(0, 0.18, frames[t].shape) + (0.25 if t % 2 else -0.1)
+            path = write_video((frames.clip(0, 1) * 255).astype(np.uint8), folder / f"{i}_{tag}.mp4", fps=4.0)
+            paths.append(path.name)
+        cot = "The video shows a red square on a gray background. The frames are {}."
+        rows.append(
+            {
+                "path_A": paths[0],
+                "path_B": paths[1],
+                "prompt": "a red square moving on a gray background",
+                "Overall": "A",
+                "CoT_A": cot.format("clean and steady"),
+                "CoT_B": cot.format("noisy and they flicker"),
+            }
+        )
+    out = folder / "pairs.csv"
+    with out.open("w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+    return out
+
+
+def run(size: str, pairs: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
+    from toyworld.tiny_models import build_qwen_vl, build_qwen_vl_processor
+
+    torch.manual_seed(0)
+    side = FRAME_SIDE[size]
+    sampling = {
+        "fps": 4.0,
+        "min_frames": 2,
+        "max_frames": 8,
+        "min_pixels": 32 * 32,
+        "max_pixels": side * side,
+    }
+    backbone = build_qwen_vl("qwen3_vl", size, seed=0)
+    scorer = DeScore.from_backbone(backbone, build_qwen_vl_processor("qwen3_vl", size), sampling=sampling)
+    config = ColdStartConfig(
+        train_file=str(pairs),
+        output_dir=str(out),
+        lora_r=args.lora_r,
+        lora_alpha=2.0 * args.lora_r,
+        learning_rate=1e-4,
+        batch_size=args.batch_size,
+        gradient_accumulation_steps=1,
+        max_steps=args.warmup + args.steps,
+        mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        cot_mask_prob=args.cot_mask_prob,
+        save_every=0,
+        progress=False,
+    )
+    history = ColdStartTrainer(config, scorer).train().history[args.warmup :]
+    seconds = statistics.median(h["seconds"] for h in history)
+    tokens = statistics.median(h["tokens"] for h in history)
+    params = sum(p.numel() for p in scorer.model.parameters())
+    return {
+        "params_M": params / 1e6,
+        "s_per_step": seconds,
+        "tokens_per_step": tokens,
+        "tokens_per_s": tokens / seconds,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sizes", nargs="+", default=["toy", "mid"], choices=sorted(FRAME_SIDE))
+    parser.add_argument("--steps", type=int, default=8, help="timed optimizer steps (median reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed first steps")
+    parser.add_argument("--batch-size", type=int, default=4, help="pairs per step (two sequences each)")
+    parser.add_argument("--lora-r", type=int, default=16, help="LoRA rank")
+    parser.add_argument("--cot-mask-prob", type=float, default=0.5)
+    parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
+    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.disable(logging.WARNING)
+
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        print(f"batch {args.batch_size} pairs/step, cot_mask_prob {args.cot_mask_prob}, {args.threads} thread(s), "
+              f"mixed precision {args.mixed_precision}, device {'cuda' if torch.cuda.is_available() else 'cpu'}")  # fmt: skip
+        print(f"{'size':<6}{'params (M)':>12}{'s/step':>10}{'tokens/step':>14}{'tokens/s':>12}")
+        for size in args.sizes:
+            data = root / size
+            data.mkdir()
+            pairs = make_pairs(data, max(args.batch_size, 8), FRAME_SIDE[size])
+            result = run(size, pairs, root / f"out_{size}", args)
+            print(
+                f"{size:<6}{result['params_M']:>12.2f}{result['s_per_step']:>10.3f}"
+                f"{result['tokens_per_step']:>14.0f}{result['tokens_per_s']:>12.0f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
