@@ -240,7 +240,7 @@ class RecipeTrainer:
 
     def encode(self, prompts: list[str]) -> Conditioning:
         with torch.no_grad(), self.accelerator.autocast():
-            return self.family.encode(self.pipe, prompts, self.config.sampling)
+            return self.family.encode(self.pipe, prompts, self.config.sampling, self.accelerator.device)
 
     def sample_groups(
         self,

@@ -156,6 +156,7 @@ class SampleContext:
     schedule: Schedule
     conditioning: Conditioning
     static: dict[str, Any] = field(default_factory=dict)
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
 
 
 class DenoiserFamily:
@@ -171,7 +172,9 @@ class DenoiserFamily:
     batched_cfg: bool = False
 
     # --- text and latents -------------------------------------------------------------------------------------
-    def encode(self, pipe: DiffusionPipeline, prompts: list[str], spec: SamplingSpec) -> Conditioning:
+    def encode(
+        self, pipe: DiffusionPipeline, prompts: list[str], spec: SamplingSpec, device: torch.device
+    ) -> Conditioning:
         """Text conditioning for ``prompts`` (and the negative prompt when CFG is on)."""
         raise NotImplementedError
 
@@ -197,7 +200,11 @@ class DenoiserFamily:
         return int(patch[-1] if isinstance(patch, (tuple, list)) else patch)
 
     def initial_latents(
-        self, pipe: DiffusionPipeline, spec: SamplingSpec, generators: list[torch.Generator]
+        self,
+        pipe: DiffusionPipeline,
+        spec: SamplingSpec,
+        generators: list[torch.Generator],
+        device: torch.device,
     ) -> torch.Tensor:
         """The initial noise in the transformer's layout, drawn by the pipeline's own ``prepare_latents``."""
         return pipe.prepare_latents(
@@ -207,7 +214,7 @@ class DenoiserFamily:
             spec.width,
             spec.num_frames,
             torch.float32,
-            pipe._execution_device,
+            device,
             generators,
         )
 
@@ -215,13 +222,15 @@ class DenoiserFamily:
         return pipe.transformer.config.in_channels
 
     # --- schedule and denoiser ----------------------------------------------------------------------------------
-    def schedule(self, pipe: DiffusionPipeline, spec: SamplingSpec) -> Schedule:
+    def schedule(self, pipe: DiffusionPipeline, spec: SamplingSpec, device: torch.device) -> Schedule:
         """Set the pipeline's scheduler as its ``__call__`` does and read its timesteps and noise levels."""
         scheduler = pipe.scheduler
-        scheduler.set_timesteps(spec.num_inference_steps, device=pipe._execution_device)
+        scheduler.set_timesteps(spec.num_inference_steps, device=device)
         return _flow_schedule(pipe)
 
-    def static_inputs(self, pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[str, Any]:
+    def static_inputs(
+        self, pipe: DiffusionPipeline, spec: SamplingSpec, device: torch.device
+    ) -> dict[str, Any]:
         """Transformer inputs that do not follow the batch (positional embeddings, latent grid sizes)."""
         return {}
 
@@ -301,14 +310,14 @@ class WanFamily(DenoiserFamily):
     name = "wan"
     pipeline_classes = (WanPipeline,)
 
-    def encode(self, pipe, prompts, spec):
+    def encode(self, pipe, prompts, spec, device):
         positive, negative = pipe.encode_prompt(
             prompt=prompts,
             negative_prompt=[spec.negative_prompt] * len(prompts),
             do_classifier_free_guidance=self.cfg_enabled(spec),
             num_videos_per_prompt=1,
             max_sequence_length=spec.max_sequence_length,
-            device=pipe._execution_device,
+            device=device,
         )
         dtype = next(iter(self.denoiser_modules(pipe).values())).dtype
         return Conditioning(
@@ -345,13 +354,13 @@ class WanFamily(DenoiserFamily):
             tokens = latents.shape[2] * (latents.shape[3] // 2) * (latents.shape[4] // 2)
             timestep = timestep[:, None].expand(-1, tokens)
         return module(
-            hidden_states=latents.to(module.dtype),
+            hidden_states=latents.to(inputs["encoder_hidden_states"].dtype),
             timestep=timestep,
             encoder_hidden_states=inputs["encoder_hidden_states"],
             return_dict=False,
         )[0]
 
-    def static_inputs(self, pipe, spec):
+    def static_inputs(self, pipe, spec, device):
         return {"expand_timesteps": bool(pipe.config.get("expand_timesteps", False))}
 
     def normalise_latents(self, pipe, z):
@@ -384,21 +393,21 @@ class CogVideoXFamily(DenoiserFamily):
                 f"{pipe.transformer.config.max_text_seq_length} text tokens, got {spec.max_sequence_length}"
             )
 
-    def encode(self, pipe, prompts, spec):
+    def encode(self, pipe, prompts, spec, device):
         positive, negative = pipe.encode_prompt(
             prompts,
             [spec.negative_prompt] * len(prompts),
             self.cfg_enabled(spec),
             num_videos_per_prompt=1,
             max_sequence_length=spec.max_sequence_length,
-            device=pipe._execution_device,
+            device=device,
         )
         return Conditioning(
             {"encoder_hidden_states": positive},
             None if negative is None else {"encoder_hidden_states": negative},
         )
 
-    def initial_latents(self, pipe, spec, generators):
+    def initial_latents(self, pipe, spec, generators, device):
         return pipe.prepare_latents(
             len(generators),
             self.latent_channels(pipe),
@@ -406,17 +415,17 @@ class CogVideoXFamily(DenoiserFamily):
             spec.height,
             spec.width,
             pipe.text_encoder.dtype,
-            pipe._execution_device,
+            device,
             generators,
         ).float()
 
-    def schedule(self, pipe, spec):
+    def schedule(self, pipe, spec, device):
         scheduler = pipe.scheduler
         if not hasattr(scheduler, "alphas_cumprod"):
             raise ConfigError(
                 f"scheduler: {type(scheduler).__name__} has no alphas_cumprod for the DDIM step"
             )
-        scheduler.set_timesteps(spec.num_inference_steps, device=pipe._execution_device)
+        scheduler.set_timesteps(spec.num_inference_steps, device=device)
         stride = scheduler.config.num_train_timesteps // scheduler.num_inference_steps
         final = getattr(scheduler, "final_alpha_cumprod", torch.tensor(1.0))
         alphas, alphas_prev = [], []
@@ -434,11 +443,11 @@ class CogVideoXFamily(DenoiserFamily):
             num_train_timesteps=scheduler.config.num_train_timesteps,
         )
 
-    def static_inputs(self, pipe, spec):
+    def static_inputs(self, pipe, spec, device):
         if not pipe.transformer.config.use_rotary_positional_embeddings:
             return {"image_rotary_emb": None}
         emb = pipe._prepare_rotary_positional_embeddings(
-            spec.height, spec.width, self.latent_frames(pipe, spec.num_frames), pipe._execution_device
+            spec.height, spec.width, self.latent_frames(pipe, spec.num_frames), device
         )
         return {"image_rotary_emb": emb}
 
@@ -447,7 +456,7 @@ class CogVideoXFamily(DenoiserFamily):
 
     def forward(self, module, latents, timestep, inputs, static):
         return module(
-            hidden_states=latents.to(module.dtype),
+            hidden_states=latents.to(inputs["encoder_hidden_states"].dtype),
             encoder_hidden_states=inputs["encoder_hidden_states"],
             timestep=timestep,
             image_rotary_emb=static["image_rotary_emb"],
@@ -465,14 +474,14 @@ class LTXFamily(DenoiserFamily):
     def spatial_patch(self, pipe):
         return int(pipe.transformer_spatial_patch_size)
 
-    def encode(self, pipe, prompts, spec):
+    def encode(self, pipe, prompts, spec, device):
         positive, mask, negative, negative_mask = pipe.encode_prompt(
             prompt=prompts,
             negative_prompt=[spec.negative_prompt] * len(prompts),
             do_classifier_free_guidance=self.cfg_enabled(spec),
             num_videos_per_prompt=1,
             max_sequence_length=spec.max_sequence_length,
-            device=pipe._execution_device,
+            device=device,
         )
         neg = (
             None
@@ -496,7 +505,7 @@ class LTXFamily(DenoiserFamily):
             z, pipe.transformer_spatial_patch_size, pipe.transformer_temporal_patch_size
         )
 
-    def schedule(self, pipe, spec):
+    def schedule(self, pipe, spec, device):
         frames, height, width = self.latent_grid(pipe, spec)
         n = spec.num_inference_steps
         config = pipe.scheduler.config
@@ -507,12 +516,10 @@ class LTXFamily(DenoiserFamily):
             config.get("base_shift", 0.5),
             config.get("max_shift", 1.15),
         )
-        retrieve_timesteps(
-            pipe.scheduler, n, pipe._execution_device, sigmas=np.linspace(1.0, 1 / n, n), mu=mu
-        )
+        retrieve_timesteps(pipe.scheduler, n, device, sigmas=np.linspace(1.0, 1 / n, n), mu=mu)
         return _flow_schedule(pipe)
 
-    def static_inputs(self, pipe, spec):
+    def static_inputs(self, pipe, spec, device):
         frames, height, width = self.latent_grid(pipe, spec)
         return {
             "num_frames": frames,
@@ -548,12 +555,12 @@ class HunyuanVideoFamily(DenoiserFamily):
     def cfg_enabled(self, spec):
         return spec.true_cfg_scale > 1.0
 
-    def _encode_one(self, pipe, prompts, spec):
+    def _encode_one(self, pipe, prompts, spec, device):
         kwargs = {} if spec.prompt_template is None else {"prompt_template": spec.prompt_template}
         embeds, pooled, mask = pipe.encode_prompt(
             prompt=prompts,
             num_videos_per_prompt=1,
-            device=pipe._execution_device,
+            device=device,
             max_sequence_length=spec.max_sequence_length,
             **kwargs,
         )
@@ -568,25 +575,23 @@ class HunyuanVideoFamily(DenoiserFamily):
             "guidance": guidance,
         }
 
-    def encode(self, pipe, prompts, spec):
+    def encode(self, pipe, prompts, spec, device):
         negative = None
         if self.cfg_enabled(spec):
-            negative = self._encode_one(pipe, [spec.negative_prompt] * len(prompts), spec)
-        return Conditioning(self._encode_one(pipe, prompts, spec), negative)
+            negative = self._encode_one(pipe, [spec.negative_prompt] * len(prompts), spec, device)
+        return Conditioning(self._encode_one(pipe, prompts, spec, device), negative)
 
     def denoiser(self, pipe, timestep, spec):
         return pipe.transformer, spec.true_cfg_scale
 
-    def schedule(self, pipe, spec):
+    def schedule(self, pipe, spec, device):
         n = spec.num_inference_steps
-        retrieve_timesteps(
-            pipe.scheduler, n, pipe._execution_device, sigmas=np.linspace(1.0, 0.0, n + 1)[:-1]
-        )
+        retrieve_timesteps(pipe.scheduler, n, device, sigmas=np.linspace(1.0, 0.0, n + 1)[:-1])
         return _flow_schedule(pipe)
 
     def forward(self, module, latents, timestep, inputs, static):
         return module(
-            hidden_states=latents.to(module.dtype),
+            hidden_states=latents.to(inputs["encoder_hidden_states"].dtype),
             timestep=timestep.to(torch.float32),
             encoder_hidden_states=inputs["encoder_hidden_states"],
             encoder_attention_mask=inputs["encoder_attention_mask"],

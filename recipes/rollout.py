@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from diffusers import DiffusionPipeline
@@ -53,12 +53,24 @@ def policy_step(
     """Step ``step`` of ``schedule`` as a Gaussian policy (``noise_level`` 0: the deterministic sampler)."""
     if schedule.kind == "flow":
         return flow_sde_step(
-            latents, model_output, schedule.sigmas[step], schedule.sigmas[step + 1], noise_level, form,
-            prev_sample=prev_sample, generator=generator,
+            latents,
+            model_output,
+            schedule.sigmas[step],
+            schedule.sigmas[step + 1],
+            noise_level,
+            form,
+            prev_sample=prev_sample,
+            generator=generator,
         )
     return ddim_step(
-        latents, model_output, schedule.alphas[step], schedule.alphas_prev[step], noise_level,
-        schedule.prediction_type, prev_sample=prev_sample, generator=generator,
+        latents,
+        model_output,
+        schedule.alphas[step],
+        schedule.alphas_prev[step],
+        noise_level,
+        schedule.prediction_type,
+        prev_sample=prev_sample,
+        generator=generator,
     )
 
 
@@ -94,12 +106,16 @@ class Trajectory:
             prompts = [self.prompts[i] for i in index.tolist()]
         else:
             prompts = self.prompts[index]
-        context = SampleContext(
-            self.context.spec, self.context.schedule, self.context.conditioning.select(index), self.context.static
-        )
+        context = replace(self.context, conditioning=self.context.conditioning.select(index))
         return Trajectory(
-            prompts, self.latents[index], self.log_probs[index], self.stochastic, context, self.noise_level,
-            self.form, self.final[index],
+            prompts,
+            self.latents[index],
+            self.log_probs[index],
+            self.stochastic,
+            context,
+            self.noise_level,
+            self.form,
+            self.final[index],
         )
 
     def training_steps(self) -> list[int]:
@@ -108,17 +124,23 @@ class Trajectory:
 
 
 def prepare_context(
-    pipe: DiffusionPipeline, prompts: Sequence[str], spec: SamplingSpec, conditioning: Conditioning | None = None
+    pipe: DiffusionPipeline,
+    prompts: Sequence[str],
+    spec: SamplingSpec,
+    conditioning: Conditioning | None = None,
 ) -> tuple[DenoiserFamily, SampleContext]:
     """Check the spec, encode ``prompts`` (unless ``conditioning`` is given), set the scheduler and compute the
     static transformer inputs for one sampling run."""
     family = family_of(pipe)
     family.check(pipe, spec)
+    device = pipe._execution_device  # walks every module: once per run
     if conditioning is None:
         with torch.no_grad():
-            conditioning = family.encode(pipe, list(prompts), spec)
-    schedule = family.schedule(pipe, spec)
-    return family, SampleContext(spec, schedule, conditioning, family.static_inputs(pipe, spec))
+            conditioning = family.encode(pipe, list(prompts), spec, device)
+    schedule = family.schedule(pipe, spec, device)
+    return family, SampleContext(
+        spec, schedule, conditioning, family.static_inputs(pipe, spec, device), device
+    )
 
 
 def _check_form(form: str) -> None:
@@ -160,14 +182,20 @@ def rollout(
     grad = set(grad_steps)
     with torch.no_grad():
         # contiguous, as the stored copy that recompute_log_probs reads (strides can change matmul rounding)
-        latents = family.initial_latents(pipe, spec, generators).float().contiguous()
+        latents = family.initial_latents(pipe, spec, generators, context.device).float().contiguous()
     states = [latents.detach()]
     log_probs, flags = [], []
     for i in tqdm(range(steps), desc="rollout", disable=not progress, leave=False):
         with torch.set_grad_enabled(i in grad):
             output = predict(family, pipe, latents, i, context)
             step = policy_step(
-                schedule, i, latents, output, level if i in stochastic_steps else 0.0, form, generator=generators
+                schedule,
+                i,
+                latents,
+                output,
+                level if i in stochastic_steps else 0.0,
+                form,
+                generator=generators,
             )
         latents = step.prev_sample
         states.append(latents.detach())
@@ -197,7 +225,12 @@ def recompute_log_probs(pipe: DiffusionPipeline, trajectory: Trajectory, step: i
     latents = trajectory.latents[:, step].contiguous()
     output = predict(family, pipe, latents, step, trajectory.context)
     return policy_step(
-        trajectory.schedule, step, latents, output, trajectory.noise_level, trajectory.form,
+        trajectory.schedule,
+        step,
+        latents,
+        output,
+        trajectory.noise_level,
+        trajectory.form,
         prev_sample=trajectory.latents[:, step + 1].contiguous(),
     )
 

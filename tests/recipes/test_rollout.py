@@ -45,7 +45,7 @@ def test_deterministic_rollout_reproduces_the_pipeline(family, make_pipeline):
 def test_wan22_uses_both_experts_with_their_guidance(make_pipeline):
     pipe = make_pipeline("wan2.2")
     spec = tiny_spec("wan2.2")
-    schedule = family_of(pipe).schedule(pipe, spec)
+    schedule = family_of(pipe).schedule(pipe, spec, torch.device("cpu"))
     boundary = pipe.config.boundary_ratio * 1000
     experts = [family_of(pipe).denoiser(pipe, t, spec) for t in schedule.timesteps]
     assert [m is pipe.transformer for m, _ in experts] == [bool(t >= boundary) for t in schedule.timesteps]
