@@ -29,7 +29,7 @@ from descore.answer import DIMENSIONS, SubScore, overall_from_subscores
 from descore.errors import VideoError
 from descore.video_io import Video, read_video, to_video
 from toyworld.prompts import parse_prompt
-from toyworld.render import gaussian_blur, shape_mask
+from toyworld.render import coverage, gaussian_blur, shape_sdf
 from toyworld.scene import (
     BACKGROUND_COLORS,
     OBJECT_COLORS,
@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 # Thresholds. Geometry is in units of the shorter side S, speeds in units of the world's nominal speeds.
 #: Gaussian smoothing (pixels) applied before segmenting a video whose noise reaches the minor level.
 DENOISE_SIGMA = 1.0
-#: Palette match: a (denoised) pixel within this RGB distance of a palette colour takes its label.
+#: Background match: a (denoised) pixel within this RGB distance of a background tone takes its label.
 PALETTE_TOLERANCE = 0.25
 #: Matting: a pixel is object when it is at least half object colour and this close to the object-background line.
 MATTE_TOLERANCE = 0.22
@@ -78,6 +78,8 @@ SHAKE_RESIDUAL = 0.006
 FLICKER_LEVELS = (0.045, 0.165)
 NOISE_LEVELS = (0.015, 0.05)
 SHARPNESS_LEVELS = (0.52, 0.315)
+#: Frames (spread over the clip) on which blur is measured: blur is a property of the whole video.
+SHARPNESS_FRAMES = 3
 #: Luma contrast from which a neighbourhood holds an edge for the blur measurement.
 EDGE_CONTRAST = 0.06
 #: Background texture: share of shade-tone pixels above which the background is textured, and the share of
@@ -87,11 +89,9 @@ CHECKER_MISMATCH = 0.15
 
 _OBJECT_NAMES = list(OBJECT_COLORS)
 _BG_NAMES = list(BACKGROUND_COLORS)
-_PALETTE = np.array(
-    [OBJECT_COLORS[c] for c in _OBJECT_NAMES]
-    + [tone for c in _BG_NAMES for tone in BACKGROUND_COLORS[c]],
-    dtype=np.float32,
-)
+_OBJECT_PALETTE = np.array([OBJECT_COLORS[c] for c in _OBJECT_NAMES], dtype=np.float32)
+#: Background tones in label order: base and shade of each background colour.
+_TONES = np.array([tone for c in _BG_NAMES for tone in BACKGROUND_COLORS[c]], dtype=np.float32)
 _LUMA = np.array([0.299, 0.587, 0.114], dtype=np.float32)
 
 
@@ -136,6 +136,17 @@ class Analysis:
 # Pixel helpers
 
 
+def _dots(rows: np.ndarray, vectors: np.ndarray) -> np.ndarray:
+    """(N, 3) x (K, 3) -> (N, K) dot products, written out: a BLAS call for a 3-long inner dimension spends more
+    time starting its threads than computing (and fights other processes for the cores)."""
+    return rows[:, 0:1] * vectors[:, 0] + rows[:, 1:2] * vectors[:, 1] + rows[:, 2:3] * vectors[:, 2]
+
+
+def _luma(frames: np.ndarray) -> np.ndarray:
+    """Luma (T, H, W) of (T, 3, H, W) frames, BT.601 weights as in H.264's colour conversion."""
+    return _LUMA[0] * frames[:, 0] + _LUMA[1] * frames[:, 1] + _LUMA[2] * frames[:, 2]
+
+
 def _filter_extreme(frames: np.ndarray, radius: int, op: Any) -> np.ndarray:
     """Max or min filter (``op`` np.maximum / np.minimum) over a (2r+1)^2 window of (..., H, W), edge padding."""
     out = frames
@@ -157,9 +168,16 @@ def _filter_extreme(frames: np.ndarray, radius: int, op: Any) -> np.ndarray:
 def _components(masks: np.ndarray) -> np.ndarray:
     """Connected-component labels (8-connectivity) of boolean masks (N, H, W); 0 is background.
 
-    Each component is labelled by its smallest flat pixel index + 1: neighbours take the smallest label around them
-    and labels follow their own pointers (pointer jumping), which converges in a few sweeps for compact blobs.
+    Labels are computed inside the masks' bounding box: each component gets its smallest flat pixel index + 1 there;
+    neighbours take the smallest label around them and labels follow their own pointers (pointer jumping), which
+    converges in a few sweeps for compact blobs.
     """
+    full = np.zeros(masks.shape, dtype=np.int64)
+    rows, cols = np.nonzero(masks.any(axis=(0, 2)))[0], np.nonzero(masks.any(axis=(0, 1)))[0]
+    if len(rows) == 0:
+        return full
+    box = (slice(None), slice(rows[0], rows[-1] + 1), slice(cols[0], cols[-1] + 1))
+    masks = masks[box]
     n, h, w = masks.shape
     sentinel = n * h * w
     labels = np.where(masks.ravel(), np.arange(sentinel), sentinel).reshape(n, h, w)
@@ -177,7 +195,8 @@ def _components(masks: np.ndarray) -> np.ndarray:
         if np.array_equal(jumped, labels):
             break
         labels = jumped
-    return np.where(masks, labels + 1, 0)
+    full[box] = np.where(masks, labels + 1, 0)
+    return full
 
 
 def _linear_fit(t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -195,18 +214,18 @@ def _linear_fit(t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
 
 def _as_frames(video: Any) -> np.ndarray:
     """Frames as float32 (T, 3, H, W) numpy in [0, 1] from a path, a Video, a tensor or an array."""
-    if isinstance(video, np.ndarray) and video.dtype == np.float32 and video.ndim == 4 and video.shape[1] == 3:
-        if np.isfinite(video).all() and video.min() >= 0.0 and video.max() <= 1.0:
-            return video  # the renderer's own layout: nothing to convert
-    if isinstance(video, (str, os.PathLike)):
-        video = read_video(video)
-    if not isinstance(video, Video):
-        video = to_video(video, name="video to analyze")
-    frames = video.frames.detach().to(torch.float32).cpu().numpy()
+    source = str(video) if isinstance(video, (str, os.PathLike)) else "video to analyze"
+    fast = isinstance(video, np.ndarray) and video.dtype == np.float32 and video.ndim == 4 and video.shape[1] == 3
+    if fast and np.isfinite(video).all() and video.min() >= 0.0 and video.max() <= 1.0:
+        frames = video  # the renderer's own layout: nothing to convert
+    else:
+        if isinstance(video, (str, os.PathLike)):
+            video = read_video(video)
+        if not isinstance(video, Video):
+            video = to_video(video, name=source)
+        frames = video.frames.detach().to(torch.float32).cpu().numpy()
     if frames.shape[0] < 2 or min(frames.shape[2:]) < 16:
-        raise VideoError(
-            f"{video.source}: the analyzer needs at least 2 frames of at least 16x16, got {tuple(frames.shape)}"
-        )
+        raise VideoError(f"{source}: the analyzer needs at least 2 frames of at least 16x16, got {tuple(frames.shape)}")
     return np.ascontiguousarray(frames)
 
 
@@ -238,7 +257,7 @@ def _flicker(frames: np.ndarray) -> tuple[float, np.ndarray]:
 
 def _noise(frames: np.ndarray) -> float:
     """Noise sigma by Immerkaer's Laplacian-difference estimator, made robust to edges with a median."""
-    luma = np.tensordot(_LUMA, frames, axes=([0], [1]))  # (T, H, W)
+    luma = _luma(frames)
     conv = (
         luma[:, :-2, :-2] - 2 * luma[:, :-2, 1:-1] + luma[:, :-2, 2:]
         - 2 * luma[:, 1:-1, :-2] + 4 * luma[:, 1:-1, 1:-1] - 2 * luma[:, 1:-1, 2:]
@@ -255,7 +274,8 @@ def _sharpness(frames: np.ndarray, side: int, noise: float) -> float | None:
     well above the noise; None when the video has too few of them to tell (say, a gray object on gray).
     """
     radius = max(2, int(round(0.08 * side)))
-    luma = np.tensordot(_LUMA, frames, axes=([0], [1]))
+    picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), SHARPNESS_FRAMES)).round().astype(int))
+    luma = _luma(frames[picks])
     step = np.zeros_like(luma)
     step[:, :, :-1] = np.abs(np.diff(luma, axis=-1))
     step[:, :-1, :] = np.maximum(step[:, :-1, :], np.abs(np.diff(luma, axis=-2)))
@@ -274,14 +294,23 @@ def _level(value: float, levels: tuple[float, float], higher_is_worse: bool = Tr
     return 2 if value > levels[0] else 1 if value > levels[1] else 0
 
 
+def _tone_labels(frames: np.ndarray) -> np.ndarray:
+    """Index (T, H, W) into the background tones of the nearest tone within ``PALETTE_TOLERANCE``, else -1."""
+    t, _, h, w = frames.shape
+    pixels = np.moveaxis(frames, 1, -1).reshape(-1, 3)
+    squared = (pixels * pixels).sum(axis=1, keepdims=True) - 2 * _dots(pixels, _TONES) + (_TONES * _TONES).sum(axis=1)
+    labels = np.argmin(squared, axis=1)
+    labels[np.take_along_axis(squared, labels[:, None], axis=1)[:, 0] > PALETTE_TOLERANCE**2] = -1
+    return labels.reshape(t, h, w)
+
+
 def _background(labels: np.ndarray) -> tuple[str, str, np.ndarray]:
-    """Background colour, texture and the tone map (0 base, 1 shade, -1 other) from palette labels (T, H, W)."""
-    n_obj = len(_OBJECT_NAMES)
-    counts = np.bincount(labels[labels >= n_obj] - n_obj, minlength=2 * len(_BG_NAMES)).reshape(-1, 2)
+    """Background colour, texture and the tone map (0 base, 1 shade, -1 other) from tone labels (T, H, W)."""
+    counts = np.bincount(labels[labels >= 0], minlength=len(_TONES)).reshape(-1, 2)
     index = int(np.argmax(counts.sum(axis=1)))
     tone = np.full(labels.shape, -1, dtype=np.int8)
-    tone[labels == n_obj + 2 * index] = 0
-    tone[labels == n_obj + 2 * index + 1] = 1
+    tone[labels == 2 * index] = 0
+    tone[labels == 2 * index + 1] = 1
     total = max(1, int(counts[index].sum()))
     texture = "plain"
     if counts[index, 1] / total > TEXTURE_SHARE and counts[index, 0] / total > TEXTURE_SHARE:
@@ -296,16 +325,21 @@ def _background(labels: np.ndarray) -> tuple[str, str, np.ndarray]:
     return _BG_NAMES[index], texture, tone
 
 
-def _profile_shift(before: np.ndarray, after: np.ndarray, reach: int) -> float:
-    """Displacement d (pixels, sub-pixel) that best maps profile ``before`` onto ``after``: after(x) ~ before(x - d)."""
-    n = len(before)
-    cost = np.full(2 * reach + 1, np.inf)
-    for k, d in enumerate(range(-reach, reach + 1)):
-        lo, hi = max(0, d), min(n, n + d)
-        if hi - lo >= n // 2:
-            cost[k] = np.mean(np.abs(after[lo:hi] - before[lo - d : hi - d]))
-    k = int(np.argmin(cost))
-    return k - reach + (_parabola(cost[k - 1 : k + 2]) if 0 < k < len(cost) - 1 else 0.0)
+def _profile_shifts(profiles: np.ndarray, reach: int) -> np.ndarray:
+    """Displacement d_k (pixels, sub-pixel) that best maps profile k onto k + 1 (after(x) ~ before(x - d)), (T-1,)."""
+    before, after = profiles[:-1], profiles[1:]
+    n = profiles.shape[1]
+    padded = np.pad(before, ((0, 0), (reach, reach)), constant_values=np.nan)
+    # windows[:, j] is ``before`` moved right by reach - j pixels.
+    windows = np.lib.stride_tricks.sliding_window_view(padded, n, axis=1)[:, ::-1]
+    gaps = np.abs(after[:, None, :] - windows)
+    valid = np.isfinite(gaps)
+    cost = np.where(valid, gaps, 0.0).sum(axis=2) / np.maximum(valid.sum(axis=2), 1)
+    cost[valid.sum(axis=2) < n // 2] = np.inf
+    best = np.argmin(cost, axis=1)
+    return np.array(
+        [k - reach + (_parabola(row[k - 1 : k + 2]) if 0 < k < len(row) - 1 else 0.0) for k, row in zip(best, cost)]
+    )
 
 
 def _edge_profile(luma: np.ndarray, valid: np.ndarray, axis: int) -> np.ndarray:
@@ -328,9 +362,7 @@ def _camera_shifts(luma: np.ndarray, valid: np.ndarray, vertical: bool, side: in
     shifts = np.zeros((t, 2))
     axes = [(0, 2)] + ([(1, 1)] if vertical else [])
     for coord, axis in axes:
-        profile = _edge_profile(luma, valid, axis)
-        for k in range(1, t):
-            shifts[k, coord] = shifts[k - 1, coord] + _profile_shift(profile[k - 1], profile[k], reach)
+        shifts[1:, coord] = np.cumsum(_profile_shifts(_edge_profile(luma, valid, axis), reach))
     return shifts
 
 
@@ -368,7 +400,7 @@ def _matte(frames: np.ndarray, colors: np.ndarray, tones: np.ndarray) -> np.ndar
         rel = candidates - tone
         axes = colors - tone
         norms = (axes * axes).sum(axis=1)
-        dots = rel @ axes.T
+        dots = _dots(rel, axes)
         alpha = np.clip(dots / norms, 0.0, 1.0)
         residual = (rel * rel).sum(axis=1, keepdims=True) - alpha * (2 * dots - alpha * norms)
         k = np.argmin(residual, axis=1)[:, None]
@@ -384,13 +416,13 @@ def _matte(frames: np.ndarray, colors: np.ndarray, tones: np.ndarray) -> np.ndar
     found[best >= MATTE_TOLERANCE**2] = -1
     owner[index] = found
     # Luma refinement, per object colour with a sizeable mask, next to that mask.
-    luma = candidates @ _LUMA
-    tone_luma = (tones @ _LUMA)[tone_of]
+    luma = _dots(candidates, _LUMA[None])[:, 0]
+    tone_luma = _dots(tones, _LUMA[None])[:, 0][tone_of]
     counts = np.bincount(found[found >= 0], minlength=len(colors))
     for k in np.nonzero(counts >= MIN_OBJECT_AREA * min(h, w) ** 2)[0]:
         mask = (owner == k).reshape(t, h, w).astype(np.float32)
         near = (_filter_extreme(mask, 2, np.maximum).ravel() > 0)[index]
-        contrast = float(colors[k] @ _LUMA) - tone_luma
+        contrast = float((colors[k] * _LUMA).sum()) - tone_luma
         usable = near & (nearest == k) & (share >= MIN_COLOR_SHARE) & (np.abs(contrast) >= LUMA_CONTRAST)
         alpha = (luma[usable] - tone_luma[usable]) / contrast[usable]
         owner[index[usable]] = np.where(alpha >= 0.5, k, -1)
@@ -488,15 +520,17 @@ def _classify_shape(bodies: Sequence[np.ndarray], side: int, blur: float = 0.0) 
         crop = body[y0 : ys.max() + margin + 1, x0 : xs.max() + margin + 1]
         cx, cy = xs.mean() + 0.5 - x0, ys.mean() + 0.5 - y0
         h, w = crop.shape
+        gx = np.arange(w, dtype=np.float32)[None, None, :] + 0.5 - cx
+        gy = np.arange(h, dtype=np.float32)[None, :, None] + 0.5 - cy
         for shape in SHAPES:
-            for j, factor in enumerate(factors):
-                size = float(np.sqrt(len(xs) / _SHAPE_AREA[shape])) * factor
-                template = shape_mask(shape, size, (cx, cy - _SHAPE_CENTROID_DROP[shape] * size), h, w)
-                if blur > 0.3:
-                    template = gaussian_blur(template, blur)
-                template = template >= 0.5
-                totals[shape][j] += (template & crop).sum() / max(1, (template | crop).sum())
-                sizes[shape][j] += size / len(bodies)
+            size = (np.sqrt(len(xs) / _SHAPE_AREA[shape]) * np.asarray(factors, dtype=np.float32))[:, None, None]
+            template = coverage(shape_sdf(shape, gx, gy + _SHAPE_CENTROID_DROP[shape] * size, size))
+            if blur > 0.3:
+                template = gaussian_blur(template, blur)
+            template = template >= 0.5
+            overlap = (template & crop).sum(axis=(1, 2)) / np.maximum(1, (template | crop).sum(axis=(1, 2)))
+            totals[shape] += overlap
+            sizes[shape] += size[:, 0, 0] / len(bodies)
     shape = max(SHAPES, key=lambda s: totals[s].max())
     size = sizes[shape][int(np.argmax(totals[shape]))]
     return shape, min(SIZES, key=lambda s: abs(SIZES[s] * side - size))
@@ -527,14 +561,10 @@ def measure(video: Any) -> tuple[dict[str, Any], tuple[DetectedObject, ...]]:
     denoise = DENOISE_SIGMA if noise >= NOISE_LEVELS[0] else 0.0
     denoised = gaussian_blur(steady, denoise) if denoise else steady
     sharpness = _sharpness(steady, side, noise)
-    pixels = np.moveaxis(denoised, 1, -1)
-    dist = np.linalg.norm(pixels[..., None, :] - _PALETTE, axis=-1)  # (T, H, W, K)
-    labels = np.argmin(dist, axis=-1)
-    labels[np.min(dist, axis=-1) > PALETTE_TOLERANCE] = -1
-    background, texture, tone = _background(labels)
+    background, texture, tone = _background(_tone_labels(denoised))
     shifts = np.zeros((t, 2))
     if texture != "plain":
-        luma = np.tensordot(_LUMA, denoised, axes=([0], [1]))
+        luma = _luma(denoised)
         shifts = _camera_shifts(luma, tone >= 0, texture == "checkered", side)
     steps = np.arange(t, dtype=float)
     pan_slope, pan_residual = _linear_fit(steps, shifts)
@@ -544,14 +574,13 @@ def measure(video: Any) -> tuple[dict[str, Any], tuple[DetectedObject, ...]]:
         camera = "pan_left" if pan_velocity > 0 else "pan_right"
     shake = float(np.sqrt(np.mean(np.sum(pan_residual**2, axis=1)))) / side
     tones = np.array(BACKGROUND_COLORS[background], dtype=np.float32)
-    owner = _matte(denoised, _PALETTE[: len(_OBJECT_NAMES)], tones)
-    grown = [_filter_extreme((owner == k).astype(np.float32), 1, np.maximum) > 0 for k in range(len(_OBJECT_NAMES))]
+    owner = _matte(denoised, _OBJECT_PALETTE, tones)
     objects = []
     for index, name in enumerate(_OBJECT_NAMES):
         mask = owner == index
         if np.median(mask.sum(axis=(1, 2))) < MIN_OBJECT_AREA * side * side:
             continue
-        others = np.any([g for j, g in enumerate(grown) if j != index], axis=0)
+        others = _filter_extreme(((owner >= 0) & ~mask).astype(np.float32), 1, np.maximum) > 0
         track = _track(name, mask, others, side, float(np.hypot(_blur_sigma(sharpness), denoise)))
         if track is None:
             continue

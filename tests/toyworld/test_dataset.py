@@ -1,0 +1,131 @@
+"""The dataset builder: real pair-file formats, splits with held-out combinations, byte-identical by seed."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import pytest
+
+from descore.answer import DIMENSIONS, parse_answer
+from descore.errors import ConfigError
+from descore.pairs import PairFormat, load_pairs
+from descore.video_io import read_video
+from toyworld.dataset import PAIR_COLUMNS, SPLITS, build_dataset, held_out_combinations, load_manifest
+from toyworld.preferences import compare, utility
+from toyworld.scene import WorldConfig
+
+
+def _digest(folder) -> dict[str, str]:
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*")) if p.is_file()
+    }
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    out = tmp_path_factory.mktemp("toy") / "data"
+    summary = build_dataset(out, 30, seed=7, videos_per_prompt=3, progress=False)
+    return out, summary
+
+
+def test_same_seed_is_byte_identical_and_other_seeds_differ(built, tmp_path):
+    out, _ = built
+    again = tmp_path / "again"
+    build_dataset(again, 30, seed=7, videos_per_prompt=3, progress=False)
+    assert _digest(out) == _digest(again)
+    other = tmp_path / "other"
+    build_dataset(other, 30, seed=8, videos_per_prompt=3, progress=False)
+    first, second = _digest(out), _digest(other)
+    assert first.keys() == second.keys() and first["train.csv"] != second["train.csv"]
+    assert not any(first[k] == second[k] for k in first if k.endswith(".mp4"))
+
+
+def test_files_columns_and_splits(built):
+    out, summary = built
+    assert sorted(p.name for p in out.iterdir()) == ["test_id.csv", "test_ood.csv", "train.csv", "videos",
+                                                     "videos.jsonl", "world.json"]
+    assert summary.pairs == {"train": 24, "test_id": 3, "test_ood": 3}
+    for split in SPLITS:
+        with open(out / f"{split}.csv", newline="", encoding="utf-8") as handle:
+            reader = csv.DictReader(handle)
+            assert tuple(reader.fieldnames) == PAIR_COLUMNS
+            rows = list(reader)
+        assert len(rows) == summary.pairs[split]
+        for row in rows:
+            assert row["path_A"].startswith(f"videos/{split}/") and (out / row["path_B"]).is_file()
+            assert row["path_A"] != row["path_B"] and row["A_model"] == "toyworld-render"
+            assert (row["fps_A"], row["num_frames_A"]) == ("8", "9")
+            assert {row[c] for c in ("VQ", "MQ", "TA", "Overall", *DIMENSIONS)} <= {"A", "B", "same"}
+            assert {row[f"gt_{d}_{s}"] for d in DIMENSIONS for s in "AB"} <= {"0", "1", "2", "N/A"}
+    world = json.loads((out / "world.json").read_text())
+    assert world["seed"] == 7 and world["held_out"] == [list(c) for c in held_out_combinations(7)]
+
+
+def test_labels_and_cots_agree_with_the_ground_truth(built):
+    out, _ = built
+    manifest = {r["path"]: r for r in load_manifest(out)}
+    for split in SPLITS:
+        data = load_pairs(out / f"{split}.csv")
+        assert data.format is PairFormat.DESCORE and data.has_cot and data.has_subscores
+        for pair in data:
+            a, b = manifest[str(pair.video_a.relative_to(out))], manifest[str(pair.video_b.relative_to(out))]
+            assert pair.gt_subscores_a == a["subscores"] and pair.gt_subscores_b == b["subscores"]
+            expected = compare(utility(a["subscores"]), utility(b["subscores"]))
+            assert pair.record["Overall"] == pair.record["TA"] == expected
+            assert pair.record["style"] == pair.record["VQ"] and pair.record["dynamics"] == pair.record["MQ"]
+            assert parse_answer(pair.cot_a).dimensional_scores == a["subscores"]
+
+
+def test_out_of_domain_split_holds_the_held_out_combinations(built):
+    out, summary = built
+    held = set(summary.held_out)
+    colours = {c for c, _ in held}
+    assert len(held) == 7 and len(colours) == 7  # one held-out shape per colour
+    by_split: dict[str, list] = {s: [] for s in SPLITS}
+    for record in load_manifest(out):
+        by_split[record["split"]].append(record)
+    for split in ("train", "test_id"):
+        for record in by_split[split]:
+            for scene in (record["asked"], record["shown"]):
+                assert not {(o.color, o.shape) for o in scene.spec.objects} & held
+    assert by_split["test_ood"]
+    for record in by_split["test_ood"]:
+        assert {(o.color, o.shape) for o in record["asked"].spec.objects} & held
+
+
+def test_videos_decode_with_the_configured_geometry(tmp_path):
+    config = WorldConfig(num_frames=5, height=48, width=40, fps=4)
+    build_dataset(tmp_path / "d", 3, seed=1, config=config, progress=False)
+    video = read_video(next((tmp_path / "d" / "videos" / "train").glob("*.mp4")))
+    assert tuple(video.frames.shape) == (5, 3, 48, 40) and round(video.source_fps) == 4
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"pairs": 0}, "positive integer"),
+        ({"pairs": -3}, "positive integer"),
+        ({"seed": -1}, "non-negative"),
+        ({"split_fractions": (0.5, 0.5)}, "split fractions"),
+        ({"split_fractions": (0.6, 0.6, -0.2)}, "split fractions"),
+        ({"videos_per_prompt": 1}, "videos_per_prompt"),
+        ({"label_noise": 2.0}, "label noise"),
+    ],
+)
+def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message):
+    args = {"pairs": 5, "seed": 0, **kwargs}
+    with pytest.raises(ConfigError, match=message):
+        build_dataset(tmp_path / "d", args.pop("pairs"), args.pop("seed"), progress=False, **args)
+    assert not (tmp_path / "d").exists()
+
+
+def test_refuses_a_non_empty_folder(tmp_path):
+    (tmp_path / "d").mkdir()
+    (tmp_path / "d" / "keep.txt").write_text("x")
+    with pytest.raises(ConfigError, match="not empty"):
+        build_dataset(tmp_path / "d", 3, seed=0, progress=False)
+    build_dataset(tmp_path / "d", 3, seed=0, progress=False, overwrite=True)
+    assert (tmp_path / "d" / "train.csv").is_file()
