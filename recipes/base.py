@@ -24,7 +24,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -330,8 +330,12 @@ class RecipeTrainer:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ loop and bookkeeping
-    def train(self) -> list[dict[str, Any]]:
-        """Run the remaining updates; returns the metric history (one dict per update)."""
+    def train(self, callback: Callable[[RecipeTrainer, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+        """Run the remaining updates; returns the metric history (one dict per update).
+
+        ``callback(trainer, metrics)`` runs after each update (before its checkpoint), e.g. for an evaluation; keys
+        it adds to ``metrics`` are logged and kept in the history.
+        """
         config = self.config
         self.accelerator.init_trackers(f"recipes-{self.name}", config=_flat(config_dict(config)))
         bar = tqdm(
@@ -346,6 +350,8 @@ class RecipeTrainer:
             metrics = self.run_update(update)
             self.update = update + 1
             metrics = {"update": self.update, **metrics, "time/update_s": time.perf_counter() - started}
+            if callback is not None:
+                callback(self, metrics)
             self.history.append(metrics)
             self.accelerator.log(metrics, step=self.update)
             bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items() if k == "reward/mean"})

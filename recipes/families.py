@@ -649,13 +649,18 @@ def predict(
 
 
 def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[str, Any]:
-    """The spec as keyword arguments of ``pipe.__call__`` (fields the pipeline does not take are left out)."""
+    """The spec as keyword arguments of ``pipe.__call__`` (fields the pipeline does not take are left out), so that
+    the pipeline generates the spec's videos."""
     accepted = inspect.signature(type(pipe).__call__).parameters
-    return {
+    kwargs = {
         f.name: getattr(spec, f.name)
         for f in fields(spec)
         if f.name in accepted and getattr(spec, f.name) is not None
     }
+    if isinstance(pipe, WanPipeline) and _temporal(pipe) == 1:
+        # WanPipeline rounds num_frames to k * factor + 1, which for a factor of 1 adds a frame
+        kwargs["num_frames"] = spec.num_frames - 1
+    return kwargs
 
 
 def spec_from_mapping(values: dict[str, Any], where: str = "sampling") -> SamplingSpec:

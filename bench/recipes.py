@@ -1,0 +1,274 @@
+"""Benchmark the fine-tuning recipes: rollout overhead, seconds per update, and reward / true-quality curves.
+
+1. ``rollout``: :func:`recipes.rollout.rollout` (SDE steps with per-step log-probabilities recorded) against the plain
+   pipeline's own sampling (``output_type="latent"``) at the same size, steps and guidance, for each tiny family and
+   the toy generator. Goal: at most 1.1x. Median of ``--repeats`` runs after a warm-up.
+2. ``update``: seconds per update of each recipe (GRPO, RWR, DPO, DRaFT-1) on the tiny Wan2.1 pipeline and on the toy
+   generator (median over the updates after the first).
+3. ``toy``: from the toy generator (:func:`toyworld.generator.load_toy_generator`) with the toy DeScore as the reward
+   (``--descore PATH``; without it the toy analyzer's overall score is the reward), run GRPO, DPO and RWR for
+   ``--updates`` updates each and measure, before and after (and every ``--eval-every`` updates), the mean reward and
+   the analyzer-measured true quality (mean overall score, 1-5) of fresh samples of held-out prompts with fixed seeds.
+
+Run: ``python bench/recipes.py [--sections rollout update toy] [--updates 8] [--descore PATH] [--json FILE]``
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+# This file is named like the package it benchmarks: keep its own folder off the import path.
+if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
+    sys.path.pop(0)
+
+import argparse
+import json
+import logging
+import statistics
+import tempfile
+import time
+from collections.abc import Callable
+from typing import Any
+
+import torch
+
+from recipes.dpo import DPOConfig, DPOTrainer
+from recipes.draft import DRaFTConfig, DRaFTTrainer
+from recipes.families import SamplingSpec, pipeline_call_kwargs
+from recipes.grpo import GRPOConfig, GRPOTrainer
+from recipes.lora import LoraSpec
+from recipes.rollout import rollout, seeded_generators
+from recipes.rwr import RWRConfig, RWRTrainer
+from reward_guidance.protocol import CallableReward, RewardFunction, descore_reward
+from toyworld.analyzer import analyze
+from toyworld.generator import (
+    DEFAULT_CHECKPOINT,
+    MAX_SEQUENCE_LENGTH,
+    build_toy_generator,
+    load_toy_generator,
+    toy_prompts,
+)
+from toyworld.tiny_models.video_pipelines import (
+    PIPELINE_CALL_DEFAULTS,
+    PIPELINE_FAMILIES,
+    build_video_pipeline,
+)
+
+logger = logging.getLogger("bench.recipes")
+
+#: The toy generator's size, sampled with 8 steps (half its default 16) to keep CPU runs short.
+TOY_SPEC = SamplingSpec(
+    height=64, width=64, num_frames=9, num_inference_steps=8, guidance_scale=4.0, max_sequence_length=MAX_SEQUENCE_LENGTH
+)
+
+
+def median_seconds(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
+    """Median wall time of each function, run interleaved (so that machine load drifts hit all alike)."""
+    for fn in fns:
+        fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, bucket in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            bucket.append(time.perf_counter() - start)
+    return [statistics.median(bucket) for bucket in times]
+
+
+def analyzer_reward() -> RewardFunction:
+    """The toy analyzer's overall score (1-5) of each video against its prompt."""
+
+    def overall(videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
+        return torch.tensor([analyze(v.float().cpu(), p).overall for v, p in zip(videos, prompts)])
+
+    return CallableReward(overall, name="analyzer")
+
+
+def toy_pipeline(allow_untrained: bool):
+    if (DEFAULT_CHECKPOINT / "model_index.json").is_file():
+        return load_toy_generator()
+    if not allow_untrained:
+        return None
+    logger.warning("toy generator checkpoint missing: using the untrained architecture")
+    return build_toy_generator(0)
+
+
+# ------------------------------------------------------------------------------------------------ 1. rollout overhead
+def bench_rollout(repeats: int, batch: int, steps: int, allow_untrained: bool) -> list[dict[str, Any]]:
+    rows = []
+    cases = [(f, build_video_pipeline(f), SamplingSpec(**{**PIPELINE_CALL_DEFAULTS[f], "num_inference_steps": steps}))
+             for f in PIPELINE_FAMILIES]
+    toy = toy_pipeline(allow_untrained)
+    if toy is not None:
+        cases.append(("toy-generator", toy, TOY_SPEC))
+    prompts = [f"a red circle moving left number {i}" for i in range(batch)]
+    for name, pipe, spec in cases:
+        call = pipeline_call_kwargs(pipe, spec)
+
+        def plain(pipe=pipe, call=call):
+            pipe(prompts, **call, generator=seeded_generators(range(batch)), output_type="latent")
+
+        def recorded(pipe=pipe, spec=spec):
+            with torch.no_grad():
+                rollout(pipe, prompts, spec, seeded_generators(range(batch)))
+
+        pipeline_s, rollout_s = median_seconds([plain, recorded], repeats)
+        rows.append({"case": name, "pipeline_s": pipeline_s, "rollout_s": rollout_s, "ratio": rollout_s / pipeline_s})
+        print(f"{name:>14}  pipeline {pipeline_s * 1e3:8.1f} ms  rollout+log-probs {rollout_s * 1e3:8.1f} ms  "
+              f"ratio {rollout_s / pipeline_s:5.2f}")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ 2. seconds per update
+RECIPES: dict[str, tuple[type, type, dict[str, Any]]] = {
+    "grpo": (GRPOConfig, GRPOTrainer, {"beta": 0.004, "clip_range": 1e-3}),
+    "rwr": (RWRConfig, RWRTrainer, {"beta": 0.5}),
+    "dpo": (DPOConfig, DPOTrainer, {"beta": 100.0}),
+    "draft": (DRaFTConfig, DRaFTTrainer, {"last_k": 1, "group_size": 1}),
+}
+
+
+def redness() -> RewardFunction:
+    def score(videos, prompts):
+        return (videos[:, :, 0] - 0.5 * (videos[:, :, 1] + videos[:, :, 2])).mean(dim=(1, 2, 3))
+
+    return CallableReward(score, differentiable=True, name="redness")
+
+
+def make_trainer(recipe: str, pipe, spec: SamplingSpec, reward, output_dir: str, prompts: list[str], **changes):
+    config_cls, trainer_cls, extra = RECIPES[recipe]
+    values = {
+        "output_dir": output_dir,
+        "prompts": prompts,
+        "sampling": spec,
+        "lora": LoraSpec(rank=8, alpha=8),
+        "prompts_per_update": 2,
+        "group_size": 4,
+        "sample_batch_size": 4,
+        "learning_rate": 1e-3,
+        "checkpoint_every": 0,
+        "resume": False,
+        "progress": False,
+        **extra,
+        **changes,
+    }
+    return trainer_cls(config_cls(**values), pipe=pipe, reward=reward)
+
+
+def bench_updates(updates: int, allow_untrained: bool) -> list[dict[str, Any]]:
+    rows = []
+    cases = [("tiny-wan2.1", lambda: build_video_pipeline("wan2.1"), SamplingSpec(**PIPELINE_CALL_DEFAULTS["wan2.1"]))]
+    if toy_pipeline(allow_untrained) is not None:
+        cases.append(("toy-generator", lambda: toy_pipeline(allow_untrained), TOY_SPEC))
+    prompts = toy_prompts(8, seed=1)
+    for name, factory, spec in cases:
+        for recipe in RECIPES:
+            with tempfile.TemporaryDirectory() as tmp:
+                trainer = make_trainer(recipe, factory(), spec, redness(), tmp, prompts, num_updates=updates + 1)
+                history = trainer.train()
+            seconds = statistics.median(m["time/update_s"] for m in history[1:])
+            samples = 2 * (1 if recipe == "draft" else 4)
+            rows.append({"case": name, "recipe": recipe, "seconds_per_update": seconds, "samples_per_update": samples})
+            print(f"{name:>14}  {recipe:>5}  {seconds:7.2f} s/update  ({samples} samples per update)")
+    return rows
+
+
+# ------------------------------------------------------------------------------------------------ 3. toy-world curves
+def true_quality(pipe, reward: RewardFunction, prompts: list[str], seeds: list[int], spec: SamplingSpec) -> dict:
+    """Fresh samples of the (held-out) prompts with fixed seeds: mean reward and analyzer overall score."""
+    call = pipeline_call_kwargs(pipe, spec)
+    videos = []
+    for start in range(0, len(prompts), 8):
+        with torch.no_grad():
+            videos.append(pipe(prompts[start:start + 8], **call, generator=seeded_generators(seeds[start:start + 8]),
+                               output_type="pt").frames.float().clamp(0, 1))
+    videos = torch.cat(videos)
+    rewards = reward(videos, prompts, fps=None)
+    quality = [analyze(v, p).overall for v, p in zip(videos, prompts)]
+    return {"reward": float(rewards.mean()), "true_quality": float(sum(quality) / len(quality))}
+
+
+def bench_toy(updates: int, eval_every: int, descore: str | None, eval_prompts: int, allow_untrained: bool,
+              recipes: list[str]) -> list[dict[str, Any]]:
+    if toy_pipeline(allow_untrained) is None:
+        print("toy world: the toy generator checkpoint is missing (train it with `descore toy train-generator`, "
+              "or pass --allow-untrained)")
+        return []
+    if descore:
+        from descore.scoring import DeScore
+
+        reward = descore_reward(DeScore.from_pretrained(descore), "think_free", batch_size=8)
+    else:
+        reward = analyzer_reward()
+    train = toy_prompts(64, seed=11)
+    held_out = toy_prompts(eval_prompts, seed=12)
+    seeds = list(range(1000, 1000 + eval_prompts))
+    settings = {
+        "grpo": {"beta": 0.004, "clip_range": 1e-3, "learning_rate": 3e-4, "optimizer_steps_per_update": 2},
+        "dpo": {"beta": 100.0, "learning_rate": 3e-4, "train_timesteps": 2},
+        "rwr": {"beta": 0.25, "learning_rate": 3e-4, "train_timesteps": 2},
+    }
+    rows = []
+    for recipe in recipes:
+        pipe = toy_pipeline(allow_untrained)
+        curve = [{"update": 0, **true_quality(pipe, reward, held_out, seeds, TOY_SPEC)}]
+
+        def evaluate(trainer, metrics, recipe=recipe, curve=curve):
+            point = {"update": metrics["update"], "train_reward": metrics["reward/mean"]}
+            if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
+                point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))
+            curve.append(point)
+            print(f"  {recipe} " + ", ".join(f"{k} {v:.3f}" if k != "update" else f"update {v}" for k, v in point.items()))
+
+        with tempfile.TemporaryDirectory() as tmp:
+            trainer = make_trainer(recipe, pipe, TOY_SPEC, reward, tmp, train, num_updates=updates,
+                                   prompts_per_update=4, **settings[recipe])
+            trainer.train(callback=evaluate)
+        before, after = curve[0], curve[-1]
+        rows.append({"recipe": recipe, "before": before, "after": after, "curve": curve})
+    print(f"\ntoy world ({'DeScore ' + descore if descore else 'analyzer reward'}), {updates} updates, "
+          f"{eval_prompts} held-out prompts")
+    print(f"{'recipe':>6} | {'reward before':>13} {'after':>7} | {'true quality before':>19} {'after':>7}")
+    for row in rows:
+        b, a = row["before"], row["after"]
+        print(f"{row['recipe']:>6} | {b['reward']:13.3f} {a['reward']:7.3f} | {b['true_quality']:19.3f} "
+              f"{a['true_quality']:7.3f}")
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sections", nargs="+", default=["rollout", "update", "toy"],
+                        choices=["rollout", "update", "toy"])
+    parser.add_argument("--repeats", type=int, default=7)
+    parser.add_argument("--batch", type=int, default=4, help="videos per rollout timing")
+    parser.add_argument("--steps", type=int, default=8, help="sampling steps of the tiny pipelines in the timing")
+    parser.add_argument("--updates", type=int, default=8)
+    parser.add_argument("--eval-every", type=int, default=4)
+    parser.add_argument("--eval-prompts", type=int, default=16)
+    parser.add_argument("--recipes", nargs="+", default=["grpo", "dpo", "rwr"], choices=["grpo", "dpo", "rwr"])
+    parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
+    parser.add_argument("--allow-untrained", action="store_true", help="use the untrained toy generator if missing")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--json", type=Path, help="write every number to this file")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    logging.basicConfig(level=logging.WARNING)
+    results: dict[str, Any] = {}
+    if "rollout" in args.sections:
+        print("== rollout with log-probs vs the pipeline's sampling (median)")
+        results["rollout"] = bench_rollout(args.repeats, args.batch, args.steps, args.allow_untrained)
+    if "update" in args.sections:
+        print("== seconds per update")
+        results["update"] = bench_updates(3, args.allow_untrained)
+    if "toy" in args.sections:
+        print("== toy world")
+        results["toy"] = bench_toy(args.updates, args.eval_every, args.descore, args.eval_prompts,
+                                   args.allow_untrained, args.recipes)
+    if args.json:
+        args.json.write_text(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()
