@@ -389,9 +389,14 @@ class ColdStartTrainer:
     def load_data(self) -> tuple[PairDataset, str, PairDataset | None]:
         """Read and check the pair files; raise one DataError / ConfigError before anything is trained."""
         cfg = self.config
-        train = load_pairs(
-            cfg.train_file, video_root=cfg.video_root, dimension=cfg.dimension, require_non_tie=True
-        )
+        try:
+            train = load_pairs(
+                cfg.train_file, video_root=cfg.video_root, dimension=cfg.dimension, require_non_tie=True
+            )
+        except ConfigError as err:
+            if cfg.dimension is not None:
+                raise
+            raise ConfigError(f"{err}; set `dimension` in the config to the label to train on") from None
         dimension = cfg.dimension or train.dimensions[0]
         if cfg.cot_mask_prob < 1 and not train.has_cot:
             raise DataError(
@@ -676,7 +681,9 @@ class ColdStartTrainer:
                 state={
                     "config": self.config.to_dict(),
                     "data": data_state,
-                    "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
+                    "grad_scaler": accelerator.scaler.state_dict()
+                    if accelerator.scaler is not None
+                    else None,
                 },
                 keep_last=self.config.save_total_limit,
             )

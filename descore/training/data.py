@@ -47,29 +47,30 @@ class FrameStore:
     """Sampled frames of every distinct video, decoded once.
 
     ``load`` is the decoder (``DeScore._load``: read, sample at the checkpoint's fps and frame budget, check the
-    minimum frame count). With ``cache_dir`` the frames are written as ``<key>.safetensors`` (key: path, size,
-    modification time and sampling settings), so a second run, or the other processes of a multi-GPU run, read them
-    instead of decoding again.
+    minimum frame count). Without ``cache_dir`` the frames stay in memory. With it, each video's frames are written
+    once as ``<key>.safetensors`` (key: path, size, modification time and sampling settings) and read back when a
+    batch needs them, so memory stays flat for large datasets and later runs, or the other processes of a multi-GPU
+    run, skip decoding.
     """
 
     def __init__(self, sampling: SamplingConfig, cache_dir: str | os.PathLike | None = None):
         self.sampling = sampling
         self.cache_dir = None if cache_dir is None else Path(cache_dir)
         self._memory: dict[str, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._files: dict[str, Path] = {}
 
     def __len__(self) -> int:
-        return len(self._memory)
+        return len(self._memory) + len(self._files)
 
     def __contains__(self, path: object) -> bool:
-        return str(path) in self._memory
+        return str(path) in self._memory or str(path) in self._files
 
-    def _cache_file(self, path: Path) -> Path:
-        assert self.cache_dir is not None
+    def _cache_file(self, cache_dir: Path, path: Path) -> Path:
         stat = path.stat()
         key = json.dumps(
             [CACHE_VERSION, str(path), stat.st_size, stat.st_mtime_ns, asdict(self.sampling)], sort_keys=True
         )
-        return self.cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
+        return cache_dir / f"{hashlib.sha1(key.encode()).hexdigest()}.safetensors"
 
     def add_all(
         self,
@@ -80,44 +81,49 @@ class FrameStore:
     ) -> None:
         """Decode every video not yet stored; raise one :class:`DataError` listing every video that failed."""
         problems = []
-        todo = [Path(v) for v in dict.fromkeys(videos) if str(v) not in self._memory]
+        todo = [Path(v) for v in dict.fromkeys(videos) if v not in self]
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
+        decoded = 0
         for position, path in enumerate(
             tqdm(todo, desc="decoding videos", unit="video", disable=not progress)
         ):
-            cache_file = self._cache_file(path) if self.cache_dir is not None else None
+            cache_file = None if self.cache_dir is None else self._cache_file(self.cache_dir, path)
             if cache_file is not None and cache_file.is_file():
-                stored = load_file(str(cache_file))
-                self._memory[str(path)] = (stored["frames"], stored["timestamps"])
+                self._files[str(path)] = cache_file
                 continue
             try:
                 video: Video = load(str(path), None, self.sampling, position)
             except DeScoreError as err:
                 problems.append(str(err))
                 continue
-            frames = (video.frames * 255.0).round_().to(torch.uint8)
-            entry = (frames.contiguous(), video.timestamps.to(torch.float64).contiguous())
-            self._memory[str(path)] = entry
-            if cache_file is not None:
-                partial = cache_file.with_suffix(f".{os.getpid()}.partial")
-                save_file(
-                    {"frames": entry[0], "timestamps": entry[1]}, str(partial), metadata={"source": str(path)}
-                )
-                os.replace(partial, cache_file)
+            decoded += 1
+            frames = (video.frames * 255.0).round_().to(torch.uint8).contiguous()
+            timestamps = video.timestamps.to(torch.float64).contiguous()
+            if cache_file is None:
+                self._memory[str(path)] = (frames, timestamps)
+                continue
+            partial = cache_file.with_suffix(f".{os.getpid()}.partial")
+            save_file(
+                {"frames": frames, "timestamps": timestamps}, str(partial), metadata={"source": str(path)}
+            )
+            os.replace(partial, cache_file)
+            self._files[str(path)] = cache_file
         if problems:
             raise DataError("videos", problems)
-        logger.info("%d distinct videos ready (%d decoded now)", len(self._memory), len(todo))
+        logger.info("%d distinct videos ready (%d decoded now)", len(self), decoded)
 
     def get(self, path: str | os.PathLike) -> Video:
         """The sampled frames of a stored video as a :class:`Video` (float frames in [0, 1], as decoded)."""
-        try:
-            frames, timestamps = self._memory[str(path)]
-        except KeyError:
-            raise DataError(
-                str(path), ["video was not decoded before training (FrameStore.add_all)"]
-            ) from None
-        return Video(frames=frames.float().div_(255.0), timestamps=timestamps, source=str(path))
+        key = str(path)
+        if key in self._memory:
+            frames, timestamps = self._memory[key]
+        elif key in self._files:
+            stored = load_file(str(self._files[key]))
+            frames, timestamps = stored["frames"], stored["timestamps"]
+        else:
+            raise DataError(key, ["video was not decoded before training (FrameStore.add_all)"])
+        return Video(frames=frames.float().div_(255.0), timestamps=timestamps, source=key)
 
 
 # ---------------------------------------------------------------------------------------------------- encoding

@@ -496,3 +496,19 @@ def test_lm_loss_teaches_the_chain_of_thought(toy_data, tmp_path):
         config(toy_data["small"], tmp_path / "bt", batch_size=4, max_steps=1), tiny_scorer(0)
     )
     assert plain.train().history[0]["lm_loss"] == 0.0
+
+
+def test_a_file_with_several_labels_needs_the_dimension(toy_data, tmp_path):
+    several = _rewrite(
+        toy_data["small"],
+        toy_data["small"].with_name("two.csv"),
+        lambda rows: [{**r, "TA": r["Overall"]} for r in rows],
+    )
+    with pytest.raises(ConfigError, match="set `dimension`"):
+        ColdStartTrainer(config(several, tmp_path / "out")).load_data()
+    train, dimension, _ = ColdStartTrainer(config(several, tmp_path / "out", dimension="TA")).load_data()
+    assert dimension == "TA" and len(train) == 10  # the two tied pairs are left out (ties: drop)
+    with_ties, _, _ = ColdStartTrainer(
+        config(several, tmp_path / "out", dimension="TA", ties="bt_ties")
+    ).load_data()
+    assert len(with_ties) == 12
