@@ -430,16 +430,10 @@ class ColdStartTrainer:
     # ------------------------------------------------------------------ training
     def train(self) -> TrainResult:
         """Validate the data, train, evaluate and export the merged model to ``output_dir/final``."""
-        from accelerate import Accelerator
-
         cfg = self.config
         train_pairs, dimension, eval_pairs = self.load_data()
         resume_from = self._check_output_dir()
-        accelerator = Accelerator(
-            mixed_precision=cfg.mixed_precision,
-            log_with=cfg.log_with or None,
-            project_dir=str(self.output_dir),
-        )
+        accelerator = _accelerator(cfg)
         torch.manual_seed(cfg.seed)
         scorer = self._scorer if self._scorer is not None else _load_scorer(cfg)
         model = scorer.model
@@ -719,6 +713,26 @@ def train_cold_start(config: ColdStartConfig, scorer: DeScore | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
+def _accelerator(config: ColdStartConfig) -> Any:
+    """An Accelerator for this run. accelerate keeps one process-wide state; in a single process (a notebook, a test
+    session) an earlier run with another mixed precision is forgotten instead of refusing this one."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState, PartialState
+
+    kwargs = {
+        "mixed_precision": config.mixed_precision,
+        "log_with": config.log_with or None,
+        "project_dir": config.output_dir,
+    }
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as err:
+        if PartialState().num_processes > 1:
+            raise ConfigError(f"cold-start config: mixed_precision={config.mixed_precision!r}: {err}") from None
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
+
+
 def _scheduler(config: ColdStartConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
     from transformers import get_scheduler
 
