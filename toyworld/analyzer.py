@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -215,17 +216,28 @@ def _linear_fit(t: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarr
 def _as_frames(video: Any) -> np.ndarray:
     """Frames as float32 (T, 3, H, W) numpy in [0, 1] from a path, a Video, a tensor or an array."""
     source = str(video) if isinstance(video, (str, os.PathLike)) else "video to analyze"
-    fast = isinstance(video, np.ndarray) and video.dtype == np.float32 and video.ndim == 4 and video.shape[1] == 3
+    if isinstance(video, (str, os.PathLike)):
+        video = read_video(video)
+    if isinstance(video, Video):
+        video = video.frames
+    if isinstance(video, torch.Tensor) and video.is_floating_point():
+        video = video.detach().to(device="cpu", dtype=torch.float32).numpy()
+    fast = (
+        isinstance(video, np.ndarray)
+        and video.dtype == np.float32
+        and video.ndim == 4
+        and video.shape[1] == 3
+    )
     if fast and np.isfinite(video).all() and video.min() >= 0.0 and video.max() <= 1.0:
-        frames = video  # the renderer's own layout: nothing to convert
+        frames = (
+            video  # (T, 3, H, W) floats in range, as the renderer and read_video give: nothing to convert
+        )
     else:
-        if isinstance(video, (str, os.PathLike)):
-            video = read_video(video)
-        if not isinstance(video, Video):
-            video = to_video(video, name=source)
-        frames = video.frames.detach().to(torch.float32).cpu().numpy()
+        frames = to_video(video, name=source).frames.numpy()
     if frames.shape[0] < 2 or min(frames.shape[2:]) < 16:
-        raise VideoError(f"{source}: the analyzer needs at least 2 frames of at least 16x16, got {tuple(frames.shape)}")
+        raise VideoError(
+            f"{source}: the analyzer needs at least 2 frames of at least 16x16, got {tuple(frames.shape)}"
+        )
     return np.ascontiguousarray(frames)
 
 
@@ -243,7 +255,9 @@ def _flicker(frames: np.ndarray) -> tuple[float, np.ndarray]:
         # No contrast to compare (an empty plain frame): the share of the brightness range each frame moved.
         gains = np.ones_like(stds)
         middle = float(np.median(means))
-        deviation = np.where(means > middle, (means - middle) / max(1e-6, 1 - middle), (middle - means) / max(1e-6, middle))
+        deviation = np.where(
+            means > middle, (means - middle) / max(1e-6, 1 - middle), (middle - means) / max(1e-6, middle)
+        )
     else:
         gains = stds / reference
         deviation = np.abs(1.0 - gains)
@@ -259,9 +273,15 @@ def _noise(frames: np.ndarray) -> float:
     """Noise sigma by Immerkaer's Laplacian-difference estimator, made robust to edges with a median."""
     luma = _luma(frames)
     conv = (
-        luma[:, :-2, :-2] - 2 * luma[:, :-2, 1:-1] + luma[:, :-2, 2:]
-        - 2 * luma[:, 1:-1, :-2] + 4 * luma[:, 1:-1, 1:-1] - 2 * luma[:, 1:-1, 2:]
-        + luma[:, 2:, :-2] - 2 * luma[:, 2:, 1:-1] + luma[:, 2:, 2:]
+        luma[:, :-2, :-2]
+        - 2 * luma[:, :-2, 1:-1]
+        + luma[:, :-2, 2:]
+        - 2 * luma[:, 1:-1, :-2]
+        + 4 * luma[:, 1:-1, 1:-1]
+        - 2 * luma[:, 1:-1, 2:]
+        + luma[:, 2:, :-2]
+        - 2 * luma[:, 2:, 1:-1]
+        + luma[:, 2:, 2:]
     )
     return float(np.median(np.abs(conv)) / (0.6745 * 6.0))
 
@@ -273,7 +293,7 @@ def _sharpness(frames: np.ndarray, side: int, noise: float) -> float | None:
     Measured before denoising: a median filter steepens soft edges that carry codec ripples. Edges must stand
     well above the noise; None when the video has too few of them to tell (say, a gray object on gray).
     """
-    radius = max(2, int(round(0.08 * side)))
+    radius = max(2, round(0.08 * side))
     picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), SHARPNESS_FRAMES)).round().astype(int))
     luma = _luma(frames[picks])
     step = np.zeros_like(luma)
@@ -298,7 +318,11 @@ def _tone_labels(frames: np.ndarray) -> np.ndarray:
     """Index (T, H, W) into the background tones of the nearest tone within ``PALETTE_TOLERANCE``, else -1."""
     t, _, h, w = frames.shape
     pixels = np.moveaxis(frames, 1, -1).reshape(-1, 3)
-    squared = (pixels * pixels).sum(axis=1, keepdims=True) - 2 * _dots(pixels, _TONES) + (_TONES * _TONES).sum(axis=1)
+    squared = (
+        (pixels * pixels).sum(axis=1, keepdims=True)
+        - 2 * _dots(pixels, _TONES)
+        + (_TONES * _TONES).sum(axis=1)
+    )
     labels = np.argmin(squared, axis=1)
     labels[np.take_along_axis(squared, labels[:, None], axis=1)[:, 0] > PALETTE_TOLERANCE**2] = -1
     return labels.reshape(t, h, w)
@@ -318,7 +342,7 @@ def _background(labels: np.ndarray) -> tuple[str, str, np.ndarray]:
         side = min(labels.shape[1:])
         mismatch = []
         for fraction in (0.08, 0.13, 0.18):
-            d = max(1, int(round(fraction * side)))
+            d = max(1, round(fraction * side))
             both = (tone[:, d:, :] >= 0) & (tone[:, :-d, :] >= 0)
             mismatch.append(((tone[:, d:, :] != tone[:, :-d, :]) & both).sum() / max(1, both.sum()))
         texture = "checkered" if np.mean(mismatch) > CHECKER_MISMATCH else "striped"
@@ -338,7 +362,10 @@ def _profile_shifts(profiles: np.ndarray, reach: int) -> np.ndarray:
     cost[valid.sum(axis=2) < n // 2] = np.inf
     best = np.argmin(cost, axis=1)
     return np.array(
-        [k - reach + (_parabola(row[k - 1 : k + 2]) if 0 < k < len(row) - 1 else 0.0) for k, row in zip(best, cost)]
+        [
+            k - reach + (_parabola(row[k - 1 : k + 2]) if 0 < k < len(row) - 1 else 0.0)
+            for k, row in zip(best, cost)
+        ]
     )
 
 
@@ -460,7 +487,9 @@ def _track(color: str, mask: np.ndarray, others: np.ndarray, side: int, blur: fl
     visible = sum(r is not None for r in ranked)
     if visible == 0:
         return None
-    split_frames = sum(1 for r in ranked if r is not None and len(r[1]) > 1 and r[1][1] >= SPLIT_RATIO * r[1][0])
+    split_frames = sum(
+        1 for r in ranked if r is not None and len(r[1]) > 1 and r[1][1] >= SPLIT_RATIO * r[1][0]
+    )
     split = split_frames >= visible / 2
     positions = np.full((t, 2), np.nan)
     areas = np.zeros(t)
@@ -523,7 +552,9 @@ def _classify_shape(bodies: Sequence[np.ndarray], side: int, blur: float = 0.0) 
         gx = np.arange(w, dtype=np.float32)[None, None, :] + 0.5 - cx
         gy = np.arange(h, dtype=np.float32)[None, :, None] + 0.5 - cy
         for shape in SHAPES:
-            size = (np.sqrt(len(xs) / _SHAPE_AREA[shape]) * np.asarray(factors, dtype=np.float32))[:, None, None]
+            size = (np.sqrt(len(xs) / _SHAPE_AREA[shape]) * np.asarray(factors, dtype=np.float32))[
+                :, None, None
+            ]
             template = coverage(shape_sdf(shape, gx, gy + _SHAPE_CENTROID_DROP[shape] * size, size))
             if blur > 0.3:
                 template = gaussian_blur(template, blur)
@@ -635,7 +666,9 @@ def _match(spec: SceneSpec, objects: Sequence[DetectedObject]) -> list[DetectedO
     return matched
 
 
-def score(spec: SceneSpec, measurements: dict[str, Any], objects: Sequence[DetectedObject]) -> tuple[dict[str, SubScore], list[str]]:
+def score(
+    spec: SceneSpec, measurements: dict[str, Any], objects: Sequence[DetectedObject]
+) -> tuple[dict[str, SubScore], list[str]]:
     """Sub-scores of measured content against what a prompt asks, with one finding per lowered score."""
     findings: list[str] = []
     scores: dict[str, SubScore] = {d: 2 for d in DIMENSIONS}

@@ -9,7 +9,7 @@ judge's answer block (``<answer>{"dimensional_scores": ..., "overall_score": ...
 
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 
@@ -37,12 +37,18 @@ _STAGE_TITLES = (
     ("Step 3 - rating each dimension:", "3. Dimension by dimension:", "Now the ratings."),
 )
 _IMPLICIT = (
-    "Implicitly, every object should keep its colour, shape and size in every frame, move smoothly, and the frames "
-    "should stay clean, sharp and steady in brightness.",
-    "Beyond what is written, the objects should stay whole and consistent from frame to frame, their motion should "
-    "be smooth, and the image should be free of flicker, grain and blur.",
-    "Unstated but expected: stable objects that do not break apart or tremble, and a clean, sharp, evenly lit "
-    "picture throughout.",
+    (
+        "Implicitly, every object should keep its colour, shape and size in every frame, move smoothly, and the "
+        "frames should stay clean, sharp and steady in brightness."
+    ),
+    (
+        "Beyond what is written, the objects should stay whole and consistent from frame to frame, their motion "
+        "should be smooth, and the image should be free of flicker, grain and blur."
+    ),
+    (
+        "Unstated but expected: stable objects that do not break apart or tremble, and a clean, sharp, evenly lit "
+        "picture throughout."
+    ),
 )
 _VERDICT = {2: ("2", "a 2", "2 (no flaw)"), 1: ("1", "a 1", "1 (minor flaw)"), 0: ("0", "a 0", "0 (failure)")}
 
@@ -67,10 +73,13 @@ def _expectations(spec: SceneSpec, rng: np.random.Generator) -> str:
     objects = " and ".join(parts)
     background = f"a {_TEXTURE[spec.texture]} {spec.background} background"
     if spec.camera is None:
-        camera = _pick(rng, (
-            "The prompt says nothing about the camera, so camera work is not applicable.",
-            "No camera motion is specified, so the camera dimension does not apply.",
-        ))
+        camera = _pick(
+            rng,
+            (
+                "The prompt says nothing about the camera, so camera work is not applicable.",
+                "No camera motion is specified, so the camera dimension does not apply.",
+            ),
+        )
     else:
         camera = f"It asks that {_pick(rng, _CAMERA[spec.camera])}."
     opening = _pick(rng, ("The prompt asks for", "Expected:", "The video should show"))
@@ -79,16 +88,27 @@ def _expectations(spec: SceneSpec, rng: np.random.Generator) -> str:
 
 def _object_view(obj: ObjectSpec, eff: ObjectEffects, asked: ObjectSpec, rng: np.random.Generator) -> str:
     if not eff.visible:
-        return _pick(rng, (
-            f"There is no {_name(asked, rng, False)} anywhere in the frames.",
-            f"The {_name(asked, rng, False)} never appears.",
-        ))
+        return _pick(
+            rng,
+            (
+                f"There is no {_name(asked, rng, False)} anywhere in the frames.",
+                f"The {_name(asked, rng, False)} never appears.",
+            ),
+        )
     text = f"A {_name(obj, rng)} {_pick(rng, _MOVES[obj.motion])}"
     extras = []
     if eff.split:
         extras.append(_pick(rng, ("it is broken into two separate halves", "its body is split in two")))
     if eff.fragments:
-        extras.append(_pick(rng, (f"small {obj.color} fragments flicker around it", f"{obj.color} specks keep appearing next to it")))
+        extras.append(
+            _pick(
+                rng,
+                (
+                    f"small {obj.color} fragments flicker around it",
+                    f"{obj.color} specks keep appearing next to it",
+                ),
+            )
+        )
     if eff.jitter:
         extras.append(_pick(rng, ("it trembles from frame to frame", "its path jitters")))
     return text + ("; " + ", and ".join(extras) if extras else "") + "."
@@ -113,7 +133,9 @@ def _observations(shown: Scene, asked: SceneSpec, rng: np.random.Generator) -> s
     if flaws:
         sentences.append(f"The image shows {' and '.join(flaws)}.")
     else:
-        sentences.append(_pick(rng, ("The frames are clean and sharp.", "The image is crisp and evenly lit.")))
+        sentences.append(
+            _pick(rng, ("The frames are clean and sharp.", "The image is crisp and evenly lit."))
+        )
     return " ".join(sentences)
 
 
@@ -146,8 +168,10 @@ def _dynamics_issues(shown: Scene, asked: SceneSpec, rng: np.random.Generator) -
             continue
         name = f"the {_name(want, rng, False)}"
         if got.motion != want.motion:
-            issues.append(f"{name} {_pick(rng, _MOVES[got.motion])} although it should have "
-                          f"{'stayed still' if want.motion == 'still' else 'moved ' + want.motion}")
+            issues.append(
+                f"{name} {_pick(rng, _MOVES[got.motion])} although it should have "
+                f"{'stayed still' if want.motion == 'still' else 'moved ' + want.motion}"
+            )
         if eff.jitter:
             issues.append(f"{name} jitters")
     if all(not shown.effects.for_object(i).visible for i in range(len(asked.objects))):
@@ -161,7 +185,9 @@ _CAMERA_STATE = {"static": "static", "pan_left": "panning left", "pan_right": "p
 def _camera_issues(shown: Scene, asked: SceneSpec) -> list[str]:
     issues = []
     if shown.spec.camera != asked.camera:
-        issues.append(f"the camera is {_CAMERA_STATE[shown.spec.camera]} instead of {_CAMERA_STATE[asked.camera]}")
+        issues.append(
+            f"the camera is {_CAMERA_STATE[shown.spec.camera]} instead of {_CAMERA_STATE[asked.camera]}"
+        )
     if shown.effects.shake:
         issues.append("the camera shakes")
     return issues

@@ -25,10 +25,14 @@ logger = logging.getLogger(__name__)
 
 
 def _world_options(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--frames", type=int, default=9, help="frames per video (default 9: fits 4k+1 and 8k+1)")
+    parser.add_argument(
+        "--frames", type=int, default=9, help="frames per video (default 9: fits 4k+1 and 8k+1)"
+    )
     parser.add_argument("--height", type=int, default=64, help="frame height in pixels (default 64)")
     parser.add_argument("--width", type=int, default=64, help="frame width in pixels (default 64)")
-    parser.add_argument("--fps", type=int, default=8, help="frames per second written to the files (default 8)")
+    parser.add_argument(
+        "--fps", type=int, default=8, help="frames per second written to the files (default 8)"
+    )
 
 
 def _config(args: argparse.Namespace) -> WorldConfig:
@@ -76,7 +80,9 @@ def _run_build(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     counts = ", ".join(f"{split} {n}" for split, n in summary.pairs.items())
-    print(f"wrote {sum(summary.pairs.values())} pairs ({counts}) and {summary.videos} videos to {summary.out_dir}")
+    print(
+        f"wrote {sum(summary.pairs.values())} pairs ({counts}) and {summary.videos} videos to {summary.out_dir}"
+    )
     return 0
 
 
@@ -145,8 +151,12 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--out", required=True, help="output folder (new or empty)")
     build.add_argument("--pairs", required=True, type=int, help="number of pairs over all splits")
     build.add_argument("--seed", required=True, type=int, help="random seed")
-    build.add_argument("--videos-per-prompt", type=int, default=2, help="videos per prompt; all their pairs kept")
-    build.add_argument("--splits", type=_fractions, default=(0.8, 0.1, 0.1), help="train,test_id,test_ood fractions")
+    build.add_argument(
+        "--videos-per-prompt", type=int, default=2, help="videos per prompt; all their pairs kept"
+    )
+    build.add_argument(
+        "--splits", type=_fractions, default=(0.8, 0.1, 0.1), help="train,test_id,test_ood fractions"
+    )
     build.add_argument("--label-noise", type=float, default=0.0, help="probability of flipping each label")
     build.add_argument("--brief-cot", action="store_true", help="short CoTs (ratings and answer only)")
     build.add_argument("--crf", type=int, default=None, help="H.264 quality (lower is better; default 18)")
@@ -161,10 +171,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         description="Render a toy-world prompt, optionally with defects written KIND[:SEVERITY[:TARGET[:VALUE]]] "
         f"(kinds: {', '.join(DEFECT_KINDS)}), and print its ground-truth sub-scores.",
     )
-    render_cmd.add_argument("prompt", help='e.g. "a big red circle moving left on a gray background, static camera"')
+    render_cmd.add_argument(
+        "prompt", help='e.g. "a big red circle moving left on a gray background, static camera"'
+    )
     render_cmd.add_argument("--out", required=True, help="video file to write (.mp4, .webm, .gif)")
     render_cmd.add_argument("--seed", type=int, default=0, help="random seed for the layout and effects")
-    render_cmd.add_argument("--defect", type=_defect, action="append", default=[], help="a defect (repeatable)")
+    render_cmd.add_argument(
+        "--defect", type=_defect, action="append", default=[], help="a defect (repeatable)"
+    )
     _world_options(render_cmd)
     render_cmd.set_defaults(func=_run_render)
 

@@ -25,10 +25,11 @@ import json
 import logging
 import math
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -49,7 +50,15 @@ logger = logging.getLogger(__name__)
 SPLITS: tuple[str, ...] = ("train", "test_id", "test_ood")
 #: VideoAlign's pair columns, in their order.
 VIDEOALIGN_COLUMNS: tuple[str, ...] = (
-    "path_A", "path_B", "prompt", "A_model", "B_model", "fps_A", "num_frames_A", "fps_B", "num_frames_B",
+    "path_A",
+    "path_B",
+    "prompt",
+    "A_model",
+    "B_model",
+    "fps_A",
+    "num_frames_A",
+    "fps_B",
+    "num_frames_B",
 )
 #: Every column of a toy pair file, in file order.
 PAIR_COLUMNS: tuple[str, ...] = (
@@ -92,9 +101,15 @@ def _combos(spec: SceneSpec) -> set[tuple[str, str]]:
 def _split_sizes(pairs: int, fractions: Sequence[float]) -> dict[str, int]:
     if isinstance(pairs, bool) or not isinstance(pairs, (int, np.integer)) or pairs < 1:
         raise ConfigError(f"the number of pairs must be a positive integer, got {pairs!r}")
-    if len(fractions) != len(SPLITS) or any(f < 0 for f in fractions) or not math.isclose(sum(fractions), 1.0):
-        raise ConfigError(f"split fractions must be {len(SPLITS)} non-negative numbers summing to 1, got {fractions}")
-    test = [int(round(pairs * f)) for f in fractions[1:]]
+    if (
+        len(fractions) != len(SPLITS)
+        or any(f < 0 for f in fractions)
+        or not math.isclose(sum(fractions), 1.0)
+    ):
+        raise ConfigError(
+            f"split fractions must be {len(SPLITS)} non-negative numbers summing to 1, got {fractions}"
+        )
+    test = [round(pairs * f) for f in fractions[1:]]
     if pairs >= len(SPLITS):
         test = [max(1, n) if f > 0 else 0 for n, f in zip(test, fractions[1:])]
     train = pairs - sum(test)
@@ -115,7 +130,9 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"{out_dir}: exists and is not a folder")
     if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise ConfigError(f"{out_dir}: folder is not empty; choose a new folder or pass overwrite=True (--overwrite)")
+        raise ConfigError(
+            f"{out_dir}: folder is not empty; choose a new folder or pass overwrite=True (--overwrite)"
+        )
 
 
 def _format_score(value: SubScore) -> str:
@@ -144,7 +161,11 @@ def build_dataset(
     """
     config = config or WorldConfig()
     sizes = _split_sizes(pairs, split_fractions)
-    if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or not 2 <= videos_per_prompt <= 8:
+    if (
+        isinstance(videos_per_prompt, bool)
+        or not isinstance(videos_per_prompt, int)
+        or not 2 <= videos_per_prompt <= 8
+    ):
         raise ConfigError(f"videos_per_prompt must be an integer from 2 to 8, got {videos_per_prompt!r}")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
         raise ConfigError(f"the seed must be a non-negative integer, got {seed!r}")
@@ -182,18 +203,33 @@ def _build(
     with tqdm(total=total_videos, desc="toy videos", unit="video", disable=not progress) as bar:
         for split_index, split in enumerate(SPLITS):
             rows, videos = _build_split(
-                out, split, split_index, sizes[split], seed, config, videos_per_prompt, per_prompt,
-                held, label_noise, brief_cot, crf, bar,
+                out,
+                split,
+                split_index,
+                sizes[split],
+                seed,
+                config,
+                videos_per_prompt,
+                per_prompt,
+                held,
+                label_noise,
+                brief_cot,
+                crf,
+                bar,
             )
             records.extend(videos)
             files[split] = _write_pairs(out / f"{split}.csv", rows)
     with open(out / "videos.jsonl", "w", encoding="utf-8", newline="\n") as handle:
-        for record in records:
-            handle.write(json.dumps(record, sort_keys=True) + "\n")
+        handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
     world = {
         "format_version": FORMAT_VERSION,
         "seed": seed,
-        "config": {"num_frames": config.num_frames, "height": config.height, "width": config.width, "fps": config.fps},
+        "config": {
+            "num_frames": config.num_frames,
+            "height": config.height,
+            "width": config.width,
+            "fps": config.fps,
+        },
         "videos_per_prompt": videos_per_prompt,
         "label_noise": label_noise,
         "held_out": [list(c) for c in held_out],

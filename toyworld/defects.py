@@ -24,8 +24,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Collection, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -125,7 +126,9 @@ class Defect:
             raise ConfigError(f"unknown defect kind {self.kind!r}; expected one of {sorted(DEFECT_KINDS)}")
         info = DEFECT_KINDS[self.kind]
         if self.severity not in info.severities:
-            raise ConfigError(f"defect {self.kind!r} has severity {list(info.severities)}, got {self.severity!r}")
+            raise ConfigError(
+                f"defect {self.kind!r} has severity {list(info.severities)}, got {self.severity!r}"
+            )
         if info.per_object != (self.target is not None):
             need = "needs a target object" if info.per_object else "takes no target object"
             raise ConfigError(f"defect {self.kind!r} {need}, got target={self.target!r}")
@@ -188,7 +191,9 @@ def _check(scene: Scene, defects: Sequence[Defect]) -> None:
             raise ConfigError(f"{where} needs a panning camera in the prompt")
     for target, kinds in touched.items():
         if "missing_object" in kinds and len(kinds) > 1:
-            raise ConfigError(f"object {target} is missing, so it cannot also have {sorted(set(kinds) - {'missing_object'})}")
+            raise ConfigError(
+                f"object {target} is missing, so it cannot also have {sorted(set(kinds) - {'missing_object'})}"
+            )
         if all(k in kinds for k in _MOTION_DEFECTS):
             raise ConfigError(f"object {target} cannot be both frozen and moving the wrong way")
     if camera_motion > 1:
@@ -291,7 +296,11 @@ def _candidates(
         if not on:
             add("missing_object", t)
         if "wrong_color" not in on:
-            add("wrong_color", t, [c for c in OBJECT_COLORS if c not in used_colors and (c, now.shape) not in forbidden])
+            add(
+                "wrong_color",
+                t,
+                [c for c in OBJECT_COLORS if c not in used_colors and (c, now.shape) not in forbidden],
+            )
         if "wrong_shape" not in on:
             add("wrong_shape", t, [s for s in SHAPES if s != obj.shape and (now.color, s) not in forbidden])
         if "wrong_size" not in on and obj.size is not None:
@@ -317,7 +326,10 @@ def _candidates(
         add("wrong_background", values=[b for b in BACKGROUND_COLORS if b != spec.background])
     if "wrong_texture" not in kinds:
         keep_texture = spec.camera is not None and spec.texture != "plain"
-        add("wrong_texture", values=[t for t in TEXTURES if t != spec.texture and not (keep_texture and t == "plain")])
+        add(
+            "wrong_texture",
+            values=[t for t in TEXTURES if t != spec.texture and not (keep_texture and t == "plain")],
+        )
     if sum(d.dimension == "style" for d in chosen) < max_style:
         for kind in STYLE_STRENGTH:
             add(kind)

@@ -13,8 +13,8 @@ like a careless annotator; the ground-truth sub-scores themselves are never nois
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Mapping
 
 import numpy as np
 

@@ -8,7 +8,7 @@ striped gray background, the camera pans right"); :func:`parse_prompt` reads any
 from __future__ import annotations
 
 import re
-from typing import Mapping
+from collections.abc import Mapping
 
 import numpy as np
 
@@ -69,7 +69,9 @@ _BACKGROUND_TEMPLATES = (
 )
 _OPENINGS = ("", "a video of ", "footage of ", "a clip showing ")
 _JOINERS = (" and ", ", and ", " while ")
-_BACKGROUND_RE = re.compile(r"\b(?:on|against|over|in front of) an? (?P<body>[a-z\- ]*?)\s*\b(?:background|backdrop)\b")
+_BACKGROUND_RE = re.compile(
+    r"\b(?:on|against|over|in front of) an? (?P<body>[a-z\- ]*?)\s*\b(?:background|backdrop)\b"
+)
 _OBJECT_SPLIT_RE = re.compile(r"\band\b|\bwhile\b")
 _FILLER = {"a", "an", "video", "of", "footage", "clip", "showing", "the", "that", "is", "one", "with"}
 
@@ -150,7 +152,9 @@ def parse_prompt(prompt: str) -> SceneSpec:
         raise ConfigError(f"prompt {prompt!r} names no background (e.g. 'on a gray background')")
     body = match.group("body")
     background = _one(body, BACKGROUND_WORDS, "background colour", prompt, match.group(0))
-    texture = _one(body, TEXTURE_WORDS, "background texture", prompt, match.group(0), required=False) or "plain"
+    texture = (
+        _one(body, TEXTURE_WORDS, "background texture", prompt, match.group(0), required=False) or "plain"
+    )
     leftover = _strip(_strip(body, BACKGROUND_WORDS), TEXTURE_WORDS).split()
     if leftover:
         raise ConfigError(f"prompt {prompt!r}: unknown background word(s) {leftover}")
@@ -162,7 +166,12 @@ def parse_prompt(prompt: str) -> SceneSpec:
     for chunk in chunks:
         attributes = {}
         rest = chunk
-        for name, table in (("motion", MOTION_WORDS), ("shape", SHAPE_WORDS), ("colour", COLOR_WORDS), ("size", SIZE_WORDS)):
+        for name, table in (
+            ("motion", MOTION_WORDS),
+            ("shape", SHAPE_WORDS),
+            ("colour", COLOR_WORDS),
+            ("size", SIZE_WORDS),
+        ):
             attributes[name] = _one(rest, table, name, prompt, chunk, required=name != "size")
             rest = _strip(rest, table)
         unknown = [w for w in rest.split() if w not in _FILLER]
@@ -170,7 +179,10 @@ def parse_prompt(prompt: str) -> SceneSpec:
             raise ConfigError(f"prompt {prompt!r}: unknown word(s) {unknown} in {chunk!r}")
         objects.append(
             ObjectSpec(
-                shape=attributes["shape"], color=attributes["colour"], size=attributes["size"], motion=attributes["motion"]
+                shape=attributes["shape"],
+                color=attributes["colour"],
+                size=attributes["size"],
+                motion=attributes["motion"],
             )
         )
     return SceneSpec(objects=tuple(objects), background=background, texture=texture, camera=camera)

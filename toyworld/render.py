@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import functools
 import logging
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -138,7 +138,9 @@ class _Draws:
         self.jitter = rng.uniform(-1.0, 1.0, size=(n, t, 2)) * side
         # Camera shake is a side-to-side wobble, so it shows against vertical stripes as well as against a checker.
         self.shake = rng.uniform(-1.0, 1.0, size=(t, 2)) * scene.effects.shake * side * np.array([1.0, 0.0])
-        self.fragment_angle = rng.uniform(0.0, 2 * np.pi, size=(n, t, 1)) + rng.uniform(-0.3, 0.3, size=(n, t, 8))
+        self.fragment_angle = rng.uniform(0.0, 2 * np.pi, size=(n, t, 1)) + rng.uniform(
+            -0.3, 0.3, size=(n, t, 8)
+        )
         self.fragment_distance = rng.uniform(*FRAGMENT_DISTANCE, size=(n, t, 8)) * side
         # Every other frame swings brighter or darker (random sign); the frames between keep their exposure.
         sign = np.where(rng.random(t) < 0.5, 1.0, -1.0) * (np.arange(t) % 2 == 1)
@@ -177,7 +179,9 @@ def _render_chunk(scenes: list[Scene], config: WorldConfig) -> np.ndarray:
             frames[i] = np.where(lift >= 0, frames[i] + lift * (1.0 - frames[i]), frames[i] * (1.0 + lift))
         if effects.noise > 0:
             noise_rng = np.random.default_rng(draws[i].noise_seed)
-            frames[i] += noise_rng.standard_normal(frames[i].shape, dtype=np.float32) * np.float32(effects.noise)
+            frames[i] += noise_rng.standard_normal(frames[i].shape, dtype=np.float32) * np.float32(
+                effects.noise
+            )
     np.clip(frames, 0.0, 1.0, out=frames)
     return frames
 
@@ -276,7 +280,9 @@ def _draw_fragments(
             center = mid + object_path(obj.motion, scene.spec.camera, config) + shake[i]  # (T, 2)
             reach = np.hypot(*object_extent(obj, eff, config))
             dist = reach + draws[i].fragment_distance[slot, :, :n]
-            angle = draws[i].fragment_angle[slot, :, :n] + 2 * np.pi * np.arange(n) / n  # spread around the object
+            angle = (
+                draws[i].fragment_angle[slot, :, :n] + 2 * np.pi * np.arange(n) / n
+            )  # spread around the object
             fx = np.clip(center[:, 0, None] + dist * np.cos(angle), radius, config.width - radius)
             fy = np.clip(center[:, 1, None] + dist * np.sin(angle), radius, config.height - radius)
             ddx = xs[None, None, None, :] - fx[:, :, None, None].astype(np.float32)

@@ -14,8 +14,9 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -59,7 +60,13 @@ SIZES: dict[str, float] = {"small": 0.2, "medium": 0.28, "large": 0.36}
 #: The size an object is drawn at when its prompt does not say.
 DEFAULT_SIZE = "medium"
 #: Unit motion directions in image coordinates.
-MOTIONS: dict[str, tuple[int, int]] = {"left": (-1, 0), "right": (1, 0), "up": (0, -1), "down": (0, 1), "still": (0, 0)}
+MOTIONS: dict[str, tuple[int, int]] = {
+    "left": (-1, 0),
+    "right": (1, 0),
+    "up": (0, -1),
+    "down": (0, 1),
+    "still": (0, 0),
+}
 TEXTURES: tuple[str, ...] = ("plain", "striped", "checkered")
 #: Camera settings and the direction the picture content moves in x (a camera panning left moves content right).
 CAMERAS: dict[str, int] = {"static": 0, "pan_left": 1, "pan_right": -1}
@@ -106,7 +113,11 @@ class WorldConfig:
             ("fps", 1, 240),
         ):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+            if (
+                isinstance(value, bool)
+                or not isinstance(value, (int, np.integer))
+                or not low <= value <= high
+            ):
                 raise ConfigError(f"toy world {name} must be an integer in [{low}, {high}], got {value!r}")
 
     @property
@@ -220,7 +231,9 @@ class Scene:
     def __post_init__(self) -> None:
         object.__setattr__(self, "centers", tuple((float(x), float(y)) for x, y in self.centers))
         if len(self.centers) != len(self.spec.objects):
-            raise ConfigError(f"a scene with {len(self.spec.objects)} object(s) needs as many centres, got {self.centers}")
+            raise ConfigError(
+                f"a scene with {len(self.spec.objects)} object(s) needs as many centres, got {self.centers}"
+            )
         if self.effects.objects and len(self.effects.objects) != len(self.spec.objects):
             raise ConfigError("scene effects must list one entry per object (or none)")
 
@@ -270,7 +283,9 @@ def object_path(motion: str, camera: str | None, config: WorldConfig) -> np.ndar
     return np.stack([vx * t, vy * t], axis=1)
 
 
-def _feasible_range(low_offset: float, high_offset: float, half: float, length: int) -> tuple[float, float] | None:
+def _feasible_range(
+    low_offset: float, high_offset: float, half: float, length: int
+) -> tuple[float, float] | None:
     low, high = half - low_offset, length - half - high_offset
     return (low, high) if low <= high else None
 

@@ -74,8 +74,12 @@ def test_detected_attributes_match_clean_scenes(fresh_videos):
 
 
 def test_defects_are_found_and_named():
-    spec = SceneSpec(objects=(ObjectSpec("triangle", "yellow", "large", "up"),), background="navy",
-                     texture="checkered", camera="pan_right")
+    spec = SceneSpec(
+        objects=(ObjectSpec("triangle", "yellow", "large", "up"),),
+        background="navy",
+        texture="checkered",
+        camera="pan_right",
+    )
     scene = Scene(spec=spec, centers=((0.6, 0.55),), seed=4)
     prompt = "A large yellow triangle rising on a checkered navy background, the camera pans right."
     clean = analyze(render([scene])[0], prompt)
@@ -84,7 +88,9 @@ def test_defects_are_found_and_named():
     result = analyze(render([apply_defects(scene, defects)])[0], prompt)
     assert result.subscores == ground_truth(scene, defects)
     assert result.camera == "static" and result.objects[0].motion == "left"
-    assert any("moving left" in f for f in result.findings) and any("mild noise" in f for f in result.findings)
+    assert any("moving left" in f for f in result.findings) and any(
+        "mild noise" in f for f in result.findings
+    )
 
 
 def test_input_forms_agree(tmp_path):

@@ -33,12 +33,22 @@ def test_cot_parses_back_to_the_ground_truth():
 
 
 def test_cot_follows_the_three_stages_and_names_the_flaws():
-    spec = SceneSpec(objects=(ObjectSpec("circle", "red", "large", "left"),), background="gray",
-                     texture="striped", camera="static")
+    spec = SceneSpec(
+        objects=(ObjectSpec("circle", "red", "large", "left"),),
+        background="gray",
+        texture="striped",
+        camera="static",
+    )
     scene = Scene(spec=spec, centers=((0.6, 0.5),), seed=1)
     prompt = "A large red circle moving left on a striped gray background, static camera."
-    defects = [Defect("wrong_color", 0, 0, "blue"), Defect("flicker", 0), Defect("unwanted_pan", 0, None, "pan_left")]
-    cot = annotate_cot(prompt, apply_defects(scene, defects), ground_truth(scene, defects), np.random.default_rng(0))
+    defects = [
+        Defect("wrong_color", 0, 0, "blue"),
+        Defect("flicker", 0),
+        Defect("unwanted_pan", 0, None, "pan_left"),
+    ]
+    cot = annotate_cot(
+        prompt, apply_defects(scene, defects), ground_truth(scene, defects), np.random.default_rng(0)
+    )
     lines = cot.splitlines()
     # Stage titles, then expectations, observations and one rating per dimension, in order.
     assert len(lines) == 12
@@ -57,8 +67,12 @@ def test_cot_follows_the_three_stages_and_names_the_flaws():
 def test_camera_not_asked_is_not_applicable():
     spec = SceneSpec(objects=(ObjectSpec("bar", "green", "small", "up"),), background="black")
     scene = Scene(spec=spec, centers=((0.5, 0.5),), seed=2)
-    cot = annotate_cot("A small green bar rising on a black background.", scene, ground_truth(scene, []),
-                       np.random.default_rng(1))
+    cot = annotate_cot(
+        "A small green bar rising on a black background.",
+        scene,
+        ground_truth(scene, []),
+        np.random.default_rng(1),
+    )
     assert '"camera": "N/A"' in cot and "Camera: not applicable" in cot
     assert parse_answer(cot).overall_score == 5.0
 

@@ -20,7 +20,8 @@ from toyworld.scene import WorldConfig
 def _digest(folder) -> dict[str, str]:
     return {
         str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(folder.rglob("*")) if p.is_file()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
     }
 
 
@@ -45,8 +46,14 @@ def test_same_seed_is_byte_identical_and_other_seeds_differ(built, tmp_path):
 
 def test_files_columns_and_splits(built):
     out, summary = built
-    assert sorted(p.name for p in out.iterdir()) == ["test_id.csv", "test_ood.csv", "train.csv", "videos",
-                                                     "videos.jsonl", "world.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "test_id.csv",
+        "test_ood.csv",
+        "train.csv",
+        "videos",
+        "videos.jsonl",
+        "world.json",
+    ]
     assert summary.pairs == {"train": 24, "test_id": 3, "test_ood": 3}
     for split in SPLITS:
         with open(out / f"{split}.csv", newline="", encoding="utf-8") as handle:

@@ -62,7 +62,10 @@ def test_ground_truth_rules():
     assert both["subject"] == 0  # the worst defect of a dimension decides
     # A missing object is a subject failure; with nothing visible at all, dynamics fails too.
     two = _scene(motions=("left", "up"))
-    assert ground_truth(two, [Defect("missing_object", 0, 1)]) == {**dict.fromkeys(DIMENSIONS, 2), "subject": 0}
+    assert ground_truth(two, [Defect("missing_object", 0, 1)]) == {
+        **dict.fromkeys(DIMENSIONS, 2),
+        "subject": 0,
+    }
     gone = ground_truth(_scene(), [Defect("missing_object", 0, 0)])
     assert gone["subject"] == 0 and gone["dynamics"] == 0
     assert overall_from_subscores(gone) < 2
@@ -70,10 +73,16 @@ def test_ground_truth_rules():
 
 def test_apply_defects_shows_what_the_defects_say():
     scene = _scene(motions=("left", "up"))
-    shown = apply_defects(scene, [
-        Defect("wrong_color", 0, 0, "green"), Defect("frozen", 0, 1), Defect("unwanted_pan", 0, None, "pan_right"),
-        Defect("noise", 0), Defect("split", 0, 0),
-    ])
+    shown = apply_defects(
+        scene,
+        [
+            Defect("wrong_color", 0, 0, "green"),
+            Defect("frozen", 0, 1),
+            Defect("unwanted_pan", 0, None, "pan_right"),
+            Defect("noise", 0),
+            Defect("split", 0, 0),
+        ],
+    )
     assert shown.spec.objects[0].color == "green" and shown.spec.objects[1].motion == "still"
     assert shown.spec.camera == "pan_right" and shown.effects.noise == STYLE_STRENGTH["noise"][0]
     assert shown.effects.objects[0].split and not shown.effects.objects[1].split
@@ -151,8 +160,13 @@ def test_label_noise_flips_at_the_requested_rate():
     a, b = dict.fromkeys(DIMENSIONS, 2), dict.fromkeys(DIMENSIONS, 2) | {"subject": 0}
     truth = label_pair(a, b).labels
     rng = np.random.default_rng(0)
-    flips = np.mean([label_pair(a, b, noise=0.2, rng=rng).labels[c] != truth[c]
-                     for _ in range(500) for c in LABEL_COLUMNS])
+    flips = np.mean(
+        [
+            label_pair(a, b, noise=0.2, rng=rng).labels[c] != truth[c]
+            for _ in range(500)
+            for c in LABEL_COLUMNS
+        ]
+    )
     assert 0.17 < flips < 0.23
     with pytest.raises(ConfigError, match="random generator"):
         label_pair(a, b, noise=0.1)

@@ -25,10 +25,23 @@ from toyworld.scene import (
 CONFIG = WorldConfig()
 
 
-def _scene(shape="circle", color="red", size="large", motion="right", background="gray", texture="plain",
-           camera=None, center=(0.5, 0.5), **effects) -> Scene:
-    spec = SceneSpec(objects=(ObjectSpec(shape, color, size, motion),), background=background, texture=texture,
-                     camera=camera)
+def _scene(
+    shape="circle",
+    color="red",
+    size="large",
+    motion="right",
+    background="gray",
+    texture="plain",
+    camera=None,
+    center=(0.5, 0.5),
+    **effects,
+) -> Scene:
+    spec = SceneSpec(
+        objects=(ObjectSpec(shape, color, size, motion),),
+        background=background,
+        texture=texture,
+        camera=camera,
+    )
     return Scene(spec=spec, centers=(center,), effects=Effects(**effects), seed=3)
 
 
@@ -83,7 +96,9 @@ def test_effects_change_pixels_as_described():
     flicker = render([_scene(flicker=0.3)])[0]
     means = flicker.mean(axis=(1, 2, 3)) - clean.mean(axis=(1, 2, 3))
     assert np.abs(means[1::2]).min() > 0.05 and np.abs(means[0::2]).max() < 1e-6  # every other frame swings
-    hidden = Scene(spec=_scene().spec, centers=((0.5, 0.5),), effects=Effects(objects=(ObjectEffects(visible=False),)))
+    hidden = Scene(
+        spec=_scene().spec, centers=((0.5, 0.5),), effects=Effects(objects=(ObjectEffects(visible=False),))
+    )
     assert not _object_mask(render([hidden])[0], "red").any()
 
 
@@ -106,10 +121,14 @@ def test_sampled_layouts_fit_and_round_trip():
         (lambda: ObjectSpec("circle", "red", "giant", "left"), "unknown size 'giant'"),
         (lambda: ObjectSpec("circle", "red", "small", "sideways"), "unknown motion 'sideways'"),
         (lambda: SceneSpec(objects=(), background="gray"), "1 to 2 objects"),
-        (lambda: SceneSpec(objects=(ObjectSpec("circle", "red", "small", "left"),), background="sky"),
-         "unknown background colour 'sky'"),
-        (lambda: SceneSpec(objects=(ObjectSpec("circle", "red", "small", "left"),) * 2, background="gray"),
-         "distinct colours"),
+        (
+            lambda: SceneSpec(objects=(ObjectSpec("circle", "red", "small", "left"),), background="sky"),
+            "unknown background colour 'sky'",
+        ),
+        (
+            lambda: SceneSpec(objects=(ObjectSpec("circle", "red", "small", "left"),) * 2, background="gray"),
+            "distinct colours",
+        ),
         (lambda: WorldConfig(height=8), "height"),
         (lambda: WorldConfig(num_frames=1), "num_frames"),
         (lambda: WorldConfig(width=64.5), "width"),
