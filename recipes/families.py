@@ -13,7 +13,7 @@ from __future__ import annotations
 import inspect
 import logging
 from collections.abc import Callable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from typing import Any, Literal
 
 import numpy as np
@@ -661,12 +661,3 @@ def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[st
         # WanPipeline rounds num_frames to k * factor + 1, which for a factor of 1 adds a frame
         kwargs["num_frames"] = spec.num_frames - 1
     return kwargs
-
-
-def spec_from_mapping(values: dict[str, Any], where: str = "sampling") -> SamplingSpec:
-    """A :class:`SamplingSpec` from a mapping, refusing unknown keys by name."""
-    known = {f.name for f in fields(SamplingSpec)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known: {sorted(known)}")
-    return replace(SamplingSpec(), **values)

@@ -99,3 +99,16 @@ def test_bad_inputs(make_pipeline):
     pipe.scheduler = pipe.scheduler.__class__.from_config({**pipe.scheduler.config, "use_flow_sigmas": False})
     with pytest.raises(ConfigError, match="flow-matching sigmas"):
         rollout(pipe, PROMPTS, spec, seeded_generators([1, 2]))
+
+
+def test_grad_steps_keep_the_graph_only_through_the_last_steps(make_pipeline):
+    from recipes.lora import LoraSpec, add_lora
+
+    pipe = make_pipeline("wan2.1")
+    params = add_lora(pipe, LoraSpec(rank=2, alpha=2, init="gaussian"))
+    trajectory = rollout(pipe, PROMPTS, tiny_spec("wan2.1"), seeded_generators([1, 2]), sde_steps=[], grad_steps=[2])
+    assert trajectory.final.requires_grad and not trajectory.latents.requires_grad
+    trajectory.final.square().mean().backward()
+    assert all(p.grad is not None for p in params)
+    none = rollout(pipe, PROMPTS, tiny_spec("wan2.1"), seeded_generators([1, 2]), sde_steps=[])
+    assert not none.final.requires_grad
