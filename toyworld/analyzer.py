@@ -3,10 +3,10 @@
 The analyzer is the project's honest judge of generated videos: it never sees a scene description, only frames
 (rendered, decoded from a lossy mp4, or produced by a model). It measures
 
-- style: flicker (frame-to-frame brightness swings), noise (Immerkaer's robust Laplacian estimate) and blur (how
-  steep the strongest edges are relative to their contrast);
+- style: flicker (per-frame exposure changes, read from each frame's contrast against the median frame), noise
+  (Immerkaer's robust Laplacian estimate) and blur (how steep luma edges are relative to their contrast);
 - environment: the background colour and texture, by classifying denoised pixels against the world's palette;
-- camera: the picture's shift between frames (block matching on the background), giving pan and shake;
+- camera: the picture's shift between frames (matching background edge profiles), giving pan and shake;
 - subject and dynamics: every object colour present, its mask at half coverage against the local background tone,
   connected components (main body, split halves, fragments), shape by template overlap, size class, and motion
   (a line fitted to the centroid path once the camera's shift is removed; the residual is jitter);
@@ -75,7 +75,7 @@ STATIC_PAN_SPEED = 0.45
 #: Jitter of an object and shake of the camera: RMS residual of the path around its line (S units).
 JITTER_RESIDUAL = 0.015
 SHAKE_RESIDUAL = 0.006
-#: Flicker (RMS second difference of frame means), noise sigma and edge steepness thresholds: (minor, failure).
+#: Flicker (exposure change of the third most changed frame), noise sigma and edge steepness: (minor, failure).
 FLICKER_LEVELS = (0.045, 0.165)
 NOISE_LEVELS = (0.015, 0.05)
 SHARPNESS_LEVELS = (0.52, 0.315)
@@ -631,7 +631,7 @@ def measure(video: Any) -> tuple[dict[str, Any], tuple[DetectedObject, ...]]:
                 motion=_direction(velocity),
                 velocity=(float(velocity[0]), float(velocity[1])),
                 jitter=jitter,
-                split=track.split,
+                split=bool(track.split),
                 fragments=track.fragments,
                 visible_frames=int(seen.sum()),
             )

@@ -6,6 +6,7 @@ Registered through the ``descore.commands`` entry point, so ``descore`` itself n
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 from pathlib import Path
@@ -110,7 +111,7 @@ def _run_analyze(args: argparse.Namespace) -> int:
             "background": result.background,
             "texture": result.texture,
             "camera": result.camera,
-            "objects": [vars(o) for o in result.objects],
+            "objects": [dataclasses.asdict(o) for o in result.objects],
             "flicker": result.flicker,
             "noise": result.noise,
             "sharpness": result.sharpness,

@@ -20,6 +20,7 @@ from toyworld.scene import (
     BACKGROUND_COLORS,
     CAMERAS,
     FRAGMENT_RADIUS,
+    MAX_FRAGMENTS,
     OBJECT_COLORS,
     SHAPE_EXTENTS,
     SHAPES,
@@ -139,9 +140,9 @@ class _Draws:
         # Camera shake is a side-to-side wobble, so it shows against vertical stripes as well as against a checker.
         self.shake = rng.uniform(-1.0, 1.0, size=(t, 2)) * scene.effects.shake * side * np.array([1.0, 0.0])
         self.fragment_angle = rng.uniform(0.0, 2 * np.pi, size=(n, t, 1)) + rng.uniform(
-            -0.3, 0.3, size=(n, t, 8)
+            -0.3, 0.3, size=(n, t, MAX_FRAGMENTS)
         )
-        self.fragment_distance = rng.uniform(*FRAGMENT_DISTANCE, size=(n, t, 8)) * side
+        self.fragment_distance = rng.uniform(*FRAGMENT_DISTANCE, size=(n, t, MAX_FRAGMENTS)) * side
         # Every other frame swings brighter or darker (random sign); the frames between keep their exposure.
         sign = np.where(rng.random(t) < 0.5, 1.0, -1.0) * (np.arange(t) % 2 == 1)
         self.flicker = sign * rng.uniform(*FLICKER_SWING, size=t) * scene.effects.flicker
@@ -275,7 +276,7 @@ def _draw_fragments(
             eff = scene.effects.for_object(slot)
             if eff.fragments <= 0:
                 continue
-            n = min(eff.fragments, draws[i].fragment_angle.shape[-1])
+            n = eff.fragments
             mid = np.array([scene.centers[slot][0] * config.width, scene.centers[slot][1] * config.height])
             center = mid + object_path(obj.motion, scene.spec.camera, config) + shake[i]  # (T, 2)
             reach = np.hypot(*object_extent(obj, eff, config))

@@ -82,6 +82,7 @@ FRAGMENT_RADIUS = 0.04
 #: Smallest gap kept between two objects when they are placed (fraction of the shorter side).
 PLACEMENT_MARGIN = 0.04
 MAX_OBJECTS = 2
+MAX_FRAGMENTS = 8
 MIN_SIDE = 32
 MAX_SIDE = 1024
 MIN_FRAMES = 3
@@ -187,6 +188,16 @@ class ObjectEffects:
     split: bool = False
     jitter: float = 0.0
     fragments: int = 0
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.jitter <= 1.0:
+            raise ConfigError(
+                f"object jitter must be in [0, 1] (a share of the frame side), got {self.jitter!r}"
+            )
+        if not 0 <= self.fragments <= MAX_FRAGMENTS:
+            raise ConfigError(
+                f"fragments per frame must be between 0 and {MAX_FRAGMENTS}, got {self.fragments!r}"
+            )
 
 
 @dataclass(frozen=True)
