@@ -13,7 +13,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from descore.errors import ConfigError
-from toyworld.scene import ObjectSpec, SceneSpec
+from toyworld.scene import ObjectSpec, Scene, SceneSpec
 
 SIZE_WORDS: dict[str, tuple[str, ...]] = {
     "small": ("small", "little", "tiny"),
@@ -91,8 +91,10 @@ def _object_phrase(obj: ObjectSpec, rng: np.random.Generator) -> str:
     return f"{_article(words[0])} {' '.join(words)} {_pick(rng, MOTION_WORDS[obj.motion])}"
 
 
-def write_prompt(spec: SceneSpec, rng: np.random.Generator) -> str:
-    """A prompt for the scene, with a random phrasing of every attribute."""
+def write_prompt(spec: SceneSpec | Scene, rng: np.random.Generator) -> str:
+    """A prompt for the scene (a spec, or a scene whose spec is used), with a random phrasing of every attribute."""
+    if isinstance(spec, Scene):
+        spec = spec.spec
     objects = _pick(rng, _JOINERS).join(_object_phrase(o, rng) for o in spec.objects)
     texture = _pick(rng, TEXTURE_WORDS[spec.texture])
     color = _pick(rng, BACKGROUND_WORDS[spec.background])
