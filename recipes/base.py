@@ -354,7 +354,7 @@ class RecipeTrainer:
                 callback(self, metrics)
             self.history.append(metrics)
             self.accelerator.log(metrics, step=self.update)
-            bar.set_postfix({k.split("/")[-1]: f"{v:.4g}" for k, v in metrics.items() if k == "reward/mean"})
+            bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.4g}")
             if config.sample_every and self.update % config.sample_every == 0:
                 self.save_samples()
             if (config.checkpoint_every and self.update % config.checkpoint_every == 0) or self.update == config.num_updates:

@@ -11,8 +11,9 @@ import torch
 from descore.errors import ConfigError
 from descore.video_io import read_video, write_video
 from recipes.base import RecipeTrainer
-from recipes.config import RecipeConfig, load_config
+from recipes.config import RecipeConfig, RewardSpec, load_config
 from recipes.dpo import DPOConfig, DPOTrainer
+from recipes.draft import DRaFTTrainer
 from recipes.grpo import GRPOConfig, GRPOTrainer
 from recipes.lora import LoraSpec
 from recipes.rwr import RWRConfig, RWRTrainer
@@ -191,3 +192,38 @@ def test_base_trainer_is_abstract_and_checks_types(make_pipeline, tmp_path):
     trainer = RecipeTrainer(config, pipe=make_pipeline("wan2.1"), reward=redness)
     with pytest.raises(NotImplementedError):
         trainer.run_update(0)
+
+
+def test_descore_reward_from_a_checkpoint_think_free_by_default(make_pipeline, tmp_path):
+    from descore.scoring import DeScore
+    from toyworld.tiny_models import build_qwen_vl, build_qwen_vl_processor
+
+    torch.manual_seed(0)
+    scorer = DeScore.from_backbone(
+        build_qwen_vl("qwen3_vl", "tiny", seed=0),
+        build_qwen_vl_processor("qwen3_vl", "tiny"),
+        sampling={"fps": 2.0, "min_frames": 2, "max_frames": 8, "min_pixels": 32 * 32, "max_pixels": 64 * 64},
+    )
+    scorer.save_pretrained(tmp_path / "descore")
+    config = make_config(
+        "grpo", "wan2.1", tmp_path, reward=RewardSpec(kind="descore", path=str(tmp_path / "descore"), batch_size=2)
+    )
+    with pytest.raises(ConfigError, match="frame"):  # 9 frames at 16 fps sampled at 2 fps: 2 frames needed, 1 given
+        GRPOTrainer(config, pipe=make_pipeline("wan2.1"))
+    config.reward = RewardSpec(kind="descore", path=str(tmp_path / "descore"), sampling={"fps": 8.0})
+    trainer = GRPOTrainer(config, pipe=make_pipeline("wan2.1"))
+    assert trainer.reward.name == "DeScore(think_free)" and trainer.reward.differentiable
+    metrics = trainer.run_update(0)
+    assert metrics["reward/std"] > 0 and metrics["train/first_step_ratio_deviation"] == 0.0
+
+
+def test_draft_frame_subset_with_checkpointing(make_pipeline, tmp_path):
+    config = make_config(
+        "draft", "ltx", tmp_path, reward_frames=3, gradient_checkpointing=True, decoder_checkpointing=True, last_k=2
+    )
+    trainer = DRaFTTrainer(config, pipe=make_pipeline("ltx"), reward=reward())
+    assert len(trainer.frame_subset(0)) == 3
+    metrics = trainer.run_update(0)
+    assert metrics["train/grad_norm"] > 0
+    with pytest.raises(ConfigError, match="reward_frames"):
+        make_config("draft", "ltx", tmp_path, reward_frames=10)
