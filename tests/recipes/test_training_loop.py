@@ -194,6 +194,7 @@ def test_base_trainer_is_abstract_and_checks_types(make_pipeline, tmp_path):
         trainer.run_update(0)
 
 
+@pytest.mark.filterwarnings("ignore:overriding the checkpoint's sampling settings")
 def test_descore_reward_from_a_checkpoint_think_free_by_default(make_pipeline, tmp_path):
     from descore.scoring import DeScore
     from toyworld.tiny_models import build_qwen_vl, build_qwen_vl_processor
