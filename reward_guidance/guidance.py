@@ -59,6 +59,8 @@ class GuidanceStep:
     """Look-ahead reward of each video before the update."""
     grad_norms: list[float]
     """L2 norm of each video's reward gradient before clipping."""
+    update_norms: list[float]
+    """L2 norm of each video's applied update."""
     seconds: float
 
 
@@ -137,6 +139,8 @@ class RewardGuidanceCallback(PipelineCallback):
         schedule: weight over the window's guided steps: "constant", "linear" (1 -> 1/n), "cosine", or a function of
             the progress k / n in [0, 1).
         max_grad_norm: clip each video's gradient to this L2 norm (None: no clipping).
+        normalize: rescale each video's gradient to unit RMS per latent element, so that ``weight`` is the RMS
+            change of the latents whatever the reward's scale (instead of clipping).
         frames: decode and score only these frames (see :data:`~reward_guidance.decoding.FrameSubset`).
         checkpointing: gradient checkpointing of the transformer(s) and the VAE during guided steps.
         lookahead_cfg: replay both CFG branches for x0_hat (True) or only the conditional one (half the cost).
@@ -157,6 +161,7 @@ class RewardGuidanceCallback(PipelineCallback):
         window: tuple[float, float] | tuple[int, int] = (0.0, 1.0),
         schedule: Schedule = "constant",
         max_grad_norm: float | None = None,
+        normalize: bool = False,
         frames: FrameSubset = None,
         checkpointing: bool = False,
         lookahead_cfg: bool = True,
@@ -180,6 +185,8 @@ class RewardGuidanceCallback(PipelineCallback):
             raise ConfigError(f"weight must be a finite number, got {weight!r}")
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ConfigError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
+        if normalize and max_grad_norm is not None:
+            raise ConfigError("normalize=True sets every gradient's size, which makes max_grad_norm moot; pass one")
         if isinstance(schedule, str) and schedule not in _SCHEDULES:
             raise ConfigError(f"schedule must be one of {sorted(_SCHEDULES)} or a function, got {schedule!r}")
         if not isinstance(schedule, str) and not callable(schedule):
@@ -188,6 +195,7 @@ class RewardGuidanceCallback(PipelineCallback):
         self.window = _check_window(window)
         self.schedule = _SCHEDULES[schedule] if isinstance(schedule, str) else schedule
         self.max_grad_norm = max_grad_norm
+        self.normalize = bool(normalize)
         self.frames = frames
         self.checkpointing = bool(checkpointing)
         self.lookahead_cfg = bool(lookahead_cfg)
@@ -202,6 +210,7 @@ class RewardGuidanceCallback(PipelineCallback):
             window=list(self.window),
             schedule=schedule if isinstance(schedule, str) else getattr(schedule, "__name__", "custom"),
             max_grad_norm=max_grad_norm,
+            normalize=self.normalize,
             frames=list(frames) if isinstance(frames, Sequence) else frames,
             checkpointing=self.checkpointing,
             lookahead_cfg=self.lookahead_cfg,
@@ -259,8 +268,12 @@ class RewardGuidanceCallback(PipelineCallback):
         subset = frame_subset(self.frames, num_frames)
         fps = subset_fps(subset, self.fps)
         if not self._checked:
-            count = num_frames if subset is None else len(subset)
-            self.reward.check_frames(count, fps, f"guidance scores {count} decoded frame(s) per video; the frame subset")
+            if subset is None:
+                self.reward.check_frames(num_frames, fps, "each guided video")
+            else:
+                self.reward.check_frames(
+                    len(subset), fps, f"the guidance frame subset {subset}", "Score at least {frames} frames (frames=)."
+                )
             self._checked = True
         return grid, subset, fps, self._batch_prompts(latents.shape[0])
 
@@ -305,12 +318,14 @@ class RewardGuidanceCallback(PipelineCallback):
             rewards = self._lookahead_rewards(x, step_index, timestep)
             (grad,) = torch.autograd.grad(rewards.sum(), x)
         norms = grad.flatten(1).norm(dim=1)
+        factor = torch.ones_like(norms)
         if self.max_grad_norm is not None:
             factor = (self.max_grad_norm / (norms + 1e-12)).clamp(max=1.0)
-            grad = grad * factor.view(-1, *([1] * (grad.ndim - 1)))
+        elif self.normalize:
+            factor = math.sqrt(grad[0].numel()) / (norms + 1e-12)
         position = self._guided.index(step_index)
         weight = self.weight * float(self.schedule(position / len(self._guided)))
-        delta = (weight * grad).to(latents.dtype)
+        delta = (weight * grad * factor.view(-1, *([1] * (grad.ndim - 1)))).to(latents.dtype)
         carry_through_scheduler(adapter.scheduler, delta, step_index + 1)
         self.history.append(
             GuidanceStep(
@@ -318,6 +333,7 @@ class RewardGuidanceCallback(PipelineCallback):
                 weight=weight,
                 rewards=rewards.detach().float().tolist(),
                 grad_norms=norms.float().tolist(),
+                update_norms=delta.flatten(1).float().norm(dim=1).tolist(),
                 seconds=time.perf_counter() - started,
             )
         )

@@ -28,6 +28,8 @@ from reward_guidance.scoped import frozen
 
 Prompts = str | Sequence[str]
 
+GENERATE_MORE = "Generate at least {frames} frames (num_frames), or use a reward that samples faster."
+
 
 @dataclass(frozen=True)
 class FrameNeeds:
@@ -58,8 +60,11 @@ class FrameNeeds:
             return sample_frame_indices(num_frames, fps, fps=self.fps, max_frames=self.max_frames)
         return sample_frame_indices(num_frames, None, max_frames=self.max_frames)
 
-    def check(self, num_frames: int, fps: float | None, what: str = "the video") -> None:
-        """Raise :class:`~descore.errors.VideoError`, naming the fix, when the reward cannot score such a video."""
+    def check(self, num_frames: int, fps: float | None, what: str = "the video", fix: str = GENERATE_MORE) -> None:
+        """Raise :class:`~descore.errors.VideoError` when the reward cannot score such a video.
+
+        ``fix`` is the remedy the message ends with; ``{frames}`` in it becomes the frame count that would do.
+        """
         count = len(self.indices(num_frames, fps))
         if count >= self.min_frames:
             return
@@ -67,12 +72,12 @@ class FrameNeeds:
             needed = math.ceil(self.min_frames * fps / self.fps)
             raise VideoError(
                 f"{what} has {num_frames} frame(s) at {fps:g} fps ({num_frames / fps:.2f} s), which the reward samples "
-                f"at {self.fps:g} fps into {count} frame(s); it needs at least {self.min_frames}. Generate at least "
-                f"{needed} frames (num_frames), or score with a reward that samples faster."
+                f"at {self.fps:g} fps into {count} frame(s); it needs at least {self.min_frames}. "
+                + fix.format(frames=needed)
             )
         raise VideoError(
             f"{what} has {num_frames} frame(s); the reward needs at least {self.min_frames}. "
-            f"Generate or score at least {self.min_frames} frames."
+            + fix.format(frames=self.min_frames)
         )
 
 
@@ -144,9 +149,11 @@ class RewardFunction(ABC):
     def score_batch(self, videos: torch.Tensor, prompts: list[str], fps: float | None) -> RewardOutput | torch.Tensor:
         """Rewards of one validated micro-batch; ``fps`` is the videos' frame rate when known."""
 
-    def check_frames(self, num_frames: int, fps: float | None, what: str = "the video") -> None:
+    def check_frames(
+        self, num_frames: int, fps: float | None, what: str = "the video", fix: str = GENERATE_MORE
+    ) -> None:
         """Raise :class:`~descore.errors.VideoError` when a ``num_frames``-frame video at ``fps`` cannot be scored."""
-        self.frames.check(num_frames, fps, what)
+        self.frames.check(num_frames, fps, what, fix)
 
     def evaluate(self, videos: torch.Tensor, prompts: Prompts, *, fps: float | None = None) -> RewardOutput:
         """Rewards and rationales of ``videos`` (generated at ``fps`` frames per second, when known)."""
@@ -307,9 +314,11 @@ class CascadeReward(RewardFunction):
     def name(self) -> str:
         return f"Cascade({self.first.name} -> top {self.top_k} -> {self.second.name})"
 
-    def check_frames(self, num_frames: int, fps: float | None, what: str = "the video") -> None:
-        self.first.check_frames(num_frames, fps, what)
-        self.second.check_frames(num_frames, fps, what)
+    def check_frames(
+        self, num_frames: int, fps: float | None, what: str = "the video", fix: str = GENERATE_MORE
+    ) -> None:
+        self.first.check_frames(num_frames, fps, what, fix)
+        self.second.check_frames(num_frames, fps, what, fix)
 
     def shortlist(self, first_rewards: torch.Tensor) -> list[int]:
         """Indices of the ``top_k`` best first-stage rewards (ties: the earlier index), best first."""
