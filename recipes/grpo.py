@@ -28,7 +28,7 @@ from recipes.base import RecipeTrainer, seeded
 from recipes.config import RecipeConfig
 from recipes.groups import group_advantages
 from recipes.lora import reference_policy
-from recipes.rollout import recompute_log_probs
+from recipes.rollout import Trajectory, recompute_log_probs
 
 
 @dataclass
@@ -178,7 +178,7 @@ class GRPOTrainer(RecipeTrainer):
         return metrics
 
     def _micro_step(
-        self, trajectory, step: int, advantage: torch.Tensor, micro_steps: int
+        self, trajectory: Trajectory, step: int, advantage: torch.Tensor, micro_steps: int
     ) -> dict[str, float]:
         """Loss of one rollout batch at one step, backpropagated (scaled by 1 / micro_steps)."""
         config = self.config
