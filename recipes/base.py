@@ -156,7 +156,7 @@ class RecipeTrainer:
         self.family.check(pipe, config.sampling)
         self.reward = self._reward(reward)
         self.jsonl = JSONLTracker(self.output_dir / METRICS_FILE)
-        self.accelerator = accelerator or Accelerator(
+        self.accelerator = accelerator or _accelerator(
             mixed_precision=config.mixed_precision,
             log_with=[self.jsonl, *config.report_to],
             project_dir=str(self.output_dir),
@@ -200,9 +200,9 @@ class RecipeTrainer:
         config = self.config
         device = self.accelerator.device
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
-        if dtype != torch.float32:
-            self.pipe.to(dtype=dtype)
         self.pipe.to(device)
+        if dtype != torch.float32:
+            _cast_frozen_weights(self.pipe, dtype)
         self.params = add_lora(self.pipe, config.lora, seed=derived_seed(config.seed, "lora"))
         cast_training_params(list(lora_modules(self.pipe).values()), dtype=torch.float32)
         for module in lora_modules(self.pipe).values():
@@ -452,6 +452,34 @@ class RecipeTrainer:
             last = {k: v for k, v in history[-1].items() if isinstance(v, (int, float)) and math.isfinite(v)}
             logger.info("done: %s", json.dumps(last, sort_keys=True))
         return 0
+
+
+def _cast_frozen_weights(pipe: DiffusionPipeline, dtype: torch.dtype) -> None:
+    """Cast the pipeline's floating-point weights to ``dtype`` (mixed precision), keeping in fp32 the modules a
+    diffusers model lists in ``_keep_in_fp32_modules`` (norms, embeddings), as ``from_pretrained(torch_dtype=)``
+    does."""
+    for module in pipe.components.values():
+        if not isinstance(module, torch.nn.Module):
+            continue
+        keep = set(getattr(module, "_keep_in_fp32_modules", None) or [])
+        tensors = [*module.named_parameters(), *module.named_buffers()]
+        for name, tensor in tensors:
+            if tensor.is_floating_point() and not keep.intersection(name.split(".")):
+                tensor.data = tensor.data.to(dtype)
+
+
+def _accelerator(**kwargs: Any) -> Accelerator:
+    """An Accelerator for this run. accelerate keeps one process-wide state; in a single process (a notebook, a test
+    session) an earlier run with another mixed precision is forgotten instead of refusing this one."""
+    from accelerate.state import AcceleratorState, PartialState
+
+    try:
+        return Accelerator(**kwargs)
+    except ValueError as err:
+        if PartialState().num_processes > 1:
+            raise ConfigError(f"mixed_precision={kwargs.get('mixed_precision')!r}: {err}") from None
+        AcceleratorState._reset_state()
+        return Accelerator(**kwargs)
 
 
 def _flat(values: dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -228,3 +228,14 @@ def test_draft_frame_subset_with_checkpointing(make_pipeline, tmp_path):
     assert metrics["train/grad_norm"] > 0
     with pytest.raises(ConfigError, match="reward_frames"):
         make_config("draft", "ltx", tmp_path, reward_frames=10)
+
+
+def test_bf16_mixed_precision_keeps_the_ratio_exact(make_pipeline, tmp_path):
+    trainer = GRPOTrainer(
+        make_config("grpo", "wan2.1", tmp_path, mixed_precision="bf16"), pipe=make_pipeline("wan2.1"), reward=reward()
+    )
+    assert trainer.pipe.transformer.proj_out.weight.dtype == torch.bfloat16
+    assert trainer.pipe.transformer.scale_shift_table.dtype == torch.float32  # kept in fp32, as diffusers does
+    assert all(p.dtype == torch.float32 for p in trainer.params)
+    metrics = trainer.train()[0]
+    assert metrics["train/first_step_ratio_deviation"] == 0.0 and metrics["train/grad_norm"] > 0
