@@ -195,11 +195,11 @@ def test_think_free_baseline_trains_on_files_without_cot(toy_data, tmp_path):
         writer.writerows(rows)
     with pytest.raises(DataError, match="cot_mask_prob: 1.0"):
         ColdStartTrainer(config(plain, tmp_path / "a", max_steps=2)).load_data()
-    from accelerate import Accelerator
-
-    Accelerator(mixed_precision="bf16")  # an earlier run in this process with other settings does not block this one
+    # bf16 autocast here, while the other tests of this process run in float32: accelerate's process-wide state
+    # from an earlier run must not block a run with other settings
     result = ColdStartTrainer(
-        config(plain, tmp_path / "b", max_steps=2, batch_size=2, cot_mask_prob=1.0), tiny_scorer(0)
+        config(plain, tmp_path / "b", max_steps=2, batch_size=2, cot_mask_prob=1.0, mixed_precision="bf16"),
+        tiny_scorer(0),
     ).train()
     assert [h["cot_kept"] for h in result.history] == [0.0, 0.0]
     pair = load_pairs(plain)[0]
