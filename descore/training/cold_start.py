@@ -728,7 +728,9 @@ def _accelerator(config: ColdStartConfig) -> Any:
         return Accelerator(**kwargs)
     except ValueError as err:
         if PartialState().num_processes > 1:
-            raise ConfigError(f"cold-start config: mixed_precision={config.mixed_precision!r}: {err}") from None
+            raise ConfigError(
+                f"cold-start config: mixed_precision={config.mixed_precision!r}: {err}"
+            ) from None
         AcceleratorState._reset_state()
         return Accelerator(**kwargs)
 
