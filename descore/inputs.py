@@ -15,7 +15,9 @@ from typing import Any
 
 import torch
 
-from descore.templates import JudgeTemplate, build_messages, neutralize_control_tokens
+from descore.config import DeScoreConfig, SamplingConfig
+from descore.templates import JudgeTemplate, build_messages, get_template, neutralize_control_tokens
+from descore.video_io import Video
 
 #: Keys of a processor batch that carry one row per sequence (everything else is per video).
 ROW_KEYS = ("input_ids", "attention_mask", "mm_token_type_ids")
@@ -86,3 +88,39 @@ def append_suffixes(batch: dict[str, torch.Tensor], suffixes: Sequence[Sequence[
         if row_types is not None:
             out["mm_token_type_ids"][r, length - n :] = row_types
     return out
+
+
+def encode_inputs(
+    processor: Any,
+    config: DeScoreConfig,
+    prompts: Sequence[str],
+    videos: Sequence[Video],
+    cots: Sequence[Sequence[int]] | None = None,
+    *,
+    query_token_id: int | None = None,
+    sampling: SamplingConfig | None = None,
+) -> dict[str, torch.Tensor]:
+    """Backbone inputs for (prompt, video[, CoT]) rows, left-padded: the one encoder of training and every scoring mode.
+
+    Without ``cots`` each row ends with the assistant's generation prompt (input to ``generate``); with ``cots``
+    (token ids) each row ends with ``[CoT][query token]``. The pixel budget of ``sampling`` (default: the
+    checkpoint's) bounds each frame.
+    """
+    sampling = sampling or config.sampling
+    tokenizer = processor.tokenizer
+    texts = prompt_texts(tokenizer, get_template(config.template), prompts, [config.query_token])
+    encoded = dict(
+        processor(
+            text=texts,
+            videos=[v.frames for v in videos],
+            video_timestamps=[v.timestamps for v in videos],
+            min_pixels=sampling.min_pixels,
+            max_pixels=sampling.max_pixels,
+            per_frame_budget=True,
+        )
+    )
+    if cots is None:
+        return encoded
+    if query_token_id is None:
+        raise ValueError("encode_inputs needs query_token_id to append the query token after the CoTs")
+    return append_suffixes(encoded, [list(c) + [query_token_id] for c in cots], tokenizer.pad_token_id)

@@ -30,10 +30,12 @@ HEAD_KEY = "score_head.weight"
 
 @dataclass
 class DeScoreModelOutput:
-    """Rewards for each input row (one column per head dimension) and the hidden states they were read from."""
+    """Rewards for each input row (one column per head dimension), the hidden states they were read from, and the
+    backbone's final hidden states (for losses on other positions, e.g. a language-model loss on the CoT)."""
 
     rewards: torch.Tensor
     query_hidden_states: torch.Tensor
+    last_hidden_state: torch.Tensor
 
 
 def backbone_family(backbone: nn.Module) -> str:
@@ -203,7 +205,10 @@ class DeScoreModel(nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None, **inputs: Any):
         """Run the backbone's base model on a full sequence and read the head at the query token."""
+        inputs.setdefault("use_cache", False)
         outputs = self.backbone.model(input_ids=input_ids, attention_mask=attention_mask, **inputs)
         rows, cols = self.query_positions(input_ids).unbind(-1)
         hidden = outputs.last_hidden_state[rows, cols]
-        return DeScoreModelOutput(rewards=self.head(hidden), query_hidden_states=hidden)
+        return DeScoreModelOutput(
+            rewards=self.head(hidden), query_hidden_states=hidden, last_hidden_state=outputs.last_hidden_state
+        )

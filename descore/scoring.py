@@ -28,10 +28,9 @@ from tqdm.auto import tqdm
 from descore.answer import JudgeAnswer, parse_answer
 from descore.config import DeScoreConfig, SamplingConfig
 from descore.errors import ConfigError, DeScoreError, VideoError
-from descore.inputs import append_suffixes, cot_token_ids, prompt_texts
+from descore.inputs import cot_token_ids, encode_inputs
 from descore.modeling import DeScoreModel
 from descore.processing import QwenVLProcessor
-from descore.templates import get_template
 from descore.video_io import Video, load_video
 
 logger = logging.getLogger(__name__)
@@ -265,12 +264,16 @@ class DeScore:
         settings.validate()
         return settings
 
-    def _load(self, source: VideoInput, fps: float | None, settings: SamplingConfig, position: int) -> Video:
+    def load_video(
+        self, source: VideoInput, fps: float | None = None, settings: SamplingConfig | None = None, position: int = 0
+    ) -> Video:
         """Read or normalise one video and sample it under ``settings``.
 
-        Files and in-memory videos of known rate (``video_fps``, or a :class:`Video` with a rate) are resampled to
+        Files and in-memory videos of known rate (``fps``, or a :class:`Video` with a rate) are resampled to
         the checkpoint's fps; in-memory frames of unknown rate are taken as already sampled at that fps.
+        ``position`` labels the video in errors.
         """
+        settings = settings or self.config.sampling
         is_path = isinstance(source, (str, os.PathLike))
         name = str(source) if is_path else f"<video {position}>"
         known_rate = is_path or fps is not None or (isinstance(source, Video) and source.source_fps is not None)
@@ -302,7 +305,7 @@ class DeScore:
         for i, (source, prompt, cot, fps) in enumerate(zip(videos, prompts, cots, fps_list)):
             video_key = (str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else id(source), fps)
             if video_key not in loaded or not dedupe:
-                loaded[video_key] = self._load(source, fps, settings, i)
+                loaded[video_key] = self.load_video(source, fps, settings, i)
             cot_ids = None if cot is None else cot_token_ids(self.tokenizer, cot, self.config.query_token, self._eos_ids())
             key = (video_key, prompt, None if cot_ids is None else tuple(cot_ids))
             if dedupe and key in keys:
@@ -313,26 +316,24 @@ class DeScore:
             items.append(_Item(loaded[video_key], prompt, cot_ids))
         return items, index
 
-    def _encode(self, batch: list[_Item], settings: SamplingConfig) -> dict[str, torch.Tensor]:
-        template = get_template(self.config.template)
-        texts = prompt_texts(self.tokenizer, template, [it.prompt for it in batch], [self.config.query_token])
-        encoded = self.processor(
-            text=texts,
-            videos=[it.video.frames for it in batch],
-            video_timestamps=[it.video.timestamps for it in batch],
-            min_pixels=settings.min_pixels,
-            max_pixels=settings.max_pixels,
-            per_frame_budget=True,
+    def _encode(
+        self, batch: list[_Item], settings: SamplingConfig, with_query: bool = False
+    ) -> dict[str, torch.Tensor]:
+        encoded = encode_inputs(
+            self.processor,
+            self.config,
+            [it.prompt for it in batch],
+            [it.video for it in batch],
+            [it.cot_ids or [] for it in batch] if with_query else None,
+            query_token_id=self.model.query_token_id,
+            sampling=settings,
         )
         return {k: v.to(self.model.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()}
 
     # ------------------------------------------------------------------ scoring paths
     def _score_full(self, batch: list[_Item], settings: SamplingConfig) -> torch.Tensor:
         """One forward over prompt + video + (CoT) + query token."""
-        encoded = self._encode(batch, settings)
-        suffixes = [(it.cot_ids or []) + [self.model.query_token_id] for it in batch]
-        inputs = append_suffixes(encoded, suffixes, self.tokenizer.pad_token_id)
-        return self.model(**inputs).rewards.float()
+        return self.model(**self._encode(batch, settings, with_query=True)).rewards.float()
 
     def _score_thinking(
         self, batch: list[_Item], settings: SamplingConfig, generation: dict[str, Any]

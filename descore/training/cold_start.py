@@ -310,9 +310,8 @@ class _PairForward(nn.Module):
         lm_cols: torch.Tensor,
         lm_targets: torch.Tensor,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        hidden = self.model.backbone.model(**inputs, use_cache=False).last_hidden_state
-        rows, cols = self.model.query_positions(inputs["input_ids"]).unbind(-1)
-        rewards = self.model.head(hidden[rows, cols])[:, 0]
+        out = self.model(**inputs)
+        hidden, rewards = out.last_hidden_state, out.rewards[:, 0]
         if not self.with_lm or lm_targets.numel() == 0:
             return rewards, rewards.new_zeros(())
         logits = self.model.backbone.lm_head(hidden[lm_rows, lm_cols])
@@ -442,7 +441,7 @@ class ColdStartTrainer:
         frames = FrameStore(model.config.sampling, cfg.video_cache_dir)
         videos = train_pairs.videos() + (eval_pairs.videos() if eval_pairs is not None else [])
         with accelerator.main_process_first():
-            frames.add_all(videos, scorer._load, progress=cfg.progress and accelerator.is_local_main_process)
+            frames.add_all(videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process)
         examples = tokenize_pairs(
             train_pairs,
             dimension,

@@ -30,10 +30,9 @@ from tqdm.auto import tqdm
 
 from descore.config import DeScoreConfig, SamplingConfig
 from descore.errors import DataError, DeScoreError
-from descore.inputs import append_suffixes, cot_token_ids, prompt_texts
+from descore.inputs import cot_token_ids, encode_inputs
 from descore.pairs import PairDataset
 from descore.processing import QwenVLProcessor
-from descore.templates import get_template
 from descore.video_io import Video
 
 logger = logging.getLogger(__name__)
@@ -46,7 +45,7 @@ CACHE_VERSION = 1
 class FrameStore:
     """Sampled frames of every distinct video, decoded once.
 
-    ``load`` is the decoder (``DeScore._load``: read, sample at the checkpoint's fps and frame budget, check the
+    ``load`` is the decoder (``DeScore.load_video``: read, sample at the checkpoint's fps and frame budget, check the
     minimum frame count). Without ``cache_dir`` the frames stay in memory. With it, each video's frames are written
     once as ``<key>.safetensors`` (key: path, size, modification time and sampling settings) and read back when a
     batch needs them, so memory stays flat for large datasets and later runs, or the other processes of a multi-GPU
@@ -139,25 +138,15 @@ class RowSpec:
 def encode_rows(
     processor: QwenVLProcessor, config: DeScoreConfig, query_token_id: int, rows: Sequence[RowSpec]
 ) -> dict[str, torch.Tensor]:
-    """Backbone inputs for ``rows``, left-padded, each ending with ``[CoT][query token]``.
-
-    Calls the processor exactly as :meth:`descore.scoring.DeScore` does at inference (chat prompt from the checkpoint's
-    judge template, per-frame pixel budget from its sampling settings), so training sees what scoring sees.
-    """
-    tokenizer = processor.tokenizer
-    texts = prompt_texts(
-        tokenizer, get_template(config.template), [r.prompt for r in rows], [config.query_token]
+    """Backbone inputs for ``rows``, left-padded, each ending with ``[CoT][query token]`` (the inference encoder)."""
+    return encode_inputs(
+        processor,
+        config,
+        [r.prompt for r in rows],
+        [r.video for r in rows],
+        [r.cot_ids for r in rows],
+        query_token_id=query_token_id,
     )
-    encoded = processor(
-        text=texts,
-        videos=[r.video.frames for r in rows],
-        video_timestamps=[r.video.timestamps for r in rows],
-        min_pixels=config.sampling.min_pixels,
-        max_pixels=config.sampling.max_pixels,
-        per_frame_budget=True,
-    )
-    suffixes = [list(r.cot_ids) + [query_token_id] for r in rows]
-    return append_suffixes(dict(encoded), suffixes, tokenizer.pad_token_id)
 
 
 # ---------------------------------------------------------------------------------------------------- pairs

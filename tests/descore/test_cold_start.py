@@ -396,13 +396,13 @@ def test_collated_batch_matches_inference_inputs_and_lm_targets(toy_data, tmp_pa
     scorer = tiny_scorer(0)
     pairs = load_pairs(toy_data["small"])
     frames = FrameStore(scorer.config.sampling, cache_dir=tmp_path / "cache")
-    frames.add_all(pairs.videos(), scorer._load, progress=False)
+    frames.add_all(pairs.videos(), scorer.load_video, progress=False)
     assert len(list((tmp_path / "cache").glob("*.safetensors"))) == len(pairs.videos())
     reread = FrameStore(scorer.config.sampling, cache_dir=tmp_path / "cache")
     reread.add_all(pairs.videos(), lambda *a: pytest.fail("decoded again despite the cache"), progress=False)
     video = pairs[0].video_a
     assert torch.equal(
-        reread.get(video).frames, scorer._load(str(video), None, scorer.config.sampling, 0).frames
+        reread.get(video).frames, scorer.load_video(str(video), None, scorer.config.sampling, 0).frames
     )
 
     examples = tokenize_pairs(pairs, "Overall", scorer.tokenizer, scorer.config.query_token, with_cot=True)
