@@ -74,7 +74,9 @@ def candidate_seeds(seeds: Sequence[int] | int | None, num_candidates: int) -> l
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         return [seeds + k for k in range(num_candidates)]
     listed = list(seeds)
-    if len(listed) != num_candidates or not all(isinstance(s, int) and not isinstance(s, bool) for s in listed):
+    if len(listed) != num_candidates or not all(
+        isinstance(s, int) and not isinstance(s, bool) for s in listed
+    ):
         raise ConfigError(f"seeds must be {num_candidates} integers (one per candidate), got {listed!r}")
     if len(set(listed)) != len(listed):
         raise ConfigError(f"seeds {listed} repeat; equal seeds regenerate the same candidate")
@@ -85,7 +87,9 @@ def _to_output(pipe: DiffusionPipeline, video: torch.Tensor, output_type: str) -
     """(F, C, H, W) in [0, 1] -> the pipeline's ``output_type``, through its own video processor."""
     if output_type == "pt":
         return video
-    return pipe.video_processor.postprocess_video(video.unsqueeze(0).permute(0, 2, 1, 3, 4) * 2 - 1, output_type)[0]
+    return pipe.video_processor.postprocess_video(
+        video.unsqueeze(0).permute(0, 2, 1, 3, 4) * 2 - 1, output_type
+    )[0]
 
 
 def best_of_n(
@@ -128,7 +132,9 @@ def best_of_n(
         raise ConfigError(f"best_of_n sets {reserved} itself (per candidate seeds and batches); remove them")
     output_type = pipe_kwargs.pop("output_type", "pt")
     if output_type not in ("pt", "np", "pil"):
-        raise ConfigError(f"best_of_n scores decoded videos: output_type must be 'pt', 'np' or 'pil', got {output_type!r}")
+        raise ConfigError(
+            f"best_of_n scores decoded videos: output_type must be 'pt', 'np' or 'pil', got {output_type!r}"
+        )
     seed_list = candidate_seeds(seeds, num_candidates)
     fps = float(fps) if fps is not None else adapter.default_fps(pipe_kwargs)
     num_frames = adapter.generated_frames(pipe_kwargs)
@@ -149,7 +155,10 @@ def best_of_n(
             started = time.perf_counter()
             generators = [torch.Generator().manual_seed(s) for s in batch]
             frames = pipe(
-                **adapter.batch_kwargs(prompt, len(batch)), generator=generators, output_type="pt", **pipe_kwargs
+                **adapter.batch_kwargs(prompt, len(batch)),
+                generator=generators,
+                output_type="pt",
+                **pipe_kwargs,
             ).frames
             seconds["generation"] += time.perf_counter() - started
             started = time.perf_counter()
@@ -179,7 +188,13 @@ def best_of_n(
         for position, i in enumerate(shortlist):
             cots[i] = final.cots[position] if final.cots else None
     winner = min(shortlist, key=lambda i: (-float(rewards[i]), i))
-    logger.info("best-of-%d: candidate %d (seed %d), reward %.4f", num_candidates, winner, seed_list[winner], rewards[winner])
+    logger.info(
+        "best-of-%d: candidate %d (seed %d), reward %.4f",
+        num_candidates,
+        winner,
+        seed_list[winner],
+        rewards[winner],
+    )
     return BestOfNResult(
         video=_to_output(pipe, kept[winner], output_type),
         index=winner,

@@ -20,6 +20,7 @@ saving the reward's work). ``slicing`` / ``tiling`` set the VAE's own batch slic
 
 from __future__ import annotations
 
+import itertools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from typing import Any, ClassVar
@@ -44,15 +45,19 @@ def frame_subset(frames: FrameSubset, num_frames: int) -> list[int] | None:
         raise ConfigError(f"frames must be None, a count or a list of frame indices, got {frames!r}")
     if isinstance(frames, int):
         if not 1 <= frames <= num_frames:
-            raise ConfigError(f"frames={frames}: a frame count must lie in 1..{num_frames} (the video has {num_frames})")
+            raise ConfigError(
+                f"frames={frames}: a frame count must lie in 1..{num_frames} (the video has {num_frames})"
+            )
         return list(range(frames))
     indices = [int(k) for k in frames]
     if not indices:
         raise ConfigError("frames is an empty list; pass None for every frame or at least one index")
-    if any(b <= a for a, b in zip(indices, indices[1:])):
+    if any(b <= a for a, b in itertools.pairwise(indices)):
         raise ConfigError(f"frames {indices} must be strictly increasing frame indices")
     if indices[0] < 0 or indices[-1] >= num_frames:
-        raise ConfigError(f"frames {indices}: indices must lie in 0..{num_frames - 1} (the video has {num_frames})")
+        raise ConfigError(
+            f"frames {indices}: indices must lie in 0..{num_frames - 1} (the video has {num_frames})"
+        )
     return indices
 
 
@@ -60,7 +65,7 @@ def subset_fps(indices: list[int] | None, fps: float | None) -> float | None:
     """Frame rate of a frame subset: ``fps / step`` for evenly spaced frames, None (unknown) otherwise."""
     if indices is None or fps is None or len(indices) < 2:
         return fps
-    steps = {b - a for a, b in zip(indices, indices[1:])}
+    steps = {b - a for a, b in itertools.pairwise(indices)}
     return fps / steps.pop() if len(steps) == 1 else None
 
 
@@ -142,7 +147,9 @@ class WanDecoder(LatentDecoder):
     def vae_latents(self, latents: torch.Tensor, grid: tuple[int, int, int] | None) -> torch.Tensor:
         config = self.vae.config
         latents = latents.to(self.vae.device, dtype=self.vae.dtype)
-        mean = torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+        mean = (
+            torch.tensor(config.latents_mean).view(1, config.z_dim, 1, 1, 1).to(latents.device, latents.dtype)
+        )
         inverse_std = 1.0 / torch.tensor(config.latents_std).view(1, config.z_dim, 1, 1, 1).to(
             latents.device, latents.dtype
         )
@@ -187,7 +194,9 @@ class LTXDecoder(LatentDecoder):
     ):
         super().__init__(pipe)
         self.decode_timestep = float(decode_timestep)
-        self.decode_noise_scale = self.decode_timestep if decode_noise_scale is None else float(decode_noise_scale)
+        self.decode_noise_scale = (
+            self.decode_timestep if decode_noise_scale is None else float(decode_noise_scale)
+        )
         self.generator = generator
 
     @property

@@ -49,7 +49,9 @@ class FamilyAdapter(ABC):
 
     def __init__(self, pipe: DiffusionPipeline, **decoder_options: Any):
         if not isinstance(pipe, self.pipeline_class):
-            raise ConfigError(f"{type(self).__name__} wraps a {self.pipeline_class.__name__}, got {type(pipe).__name__}")
+            raise ConfigError(
+                f"{type(self).__name__} wraps a {self.pipeline_class.__name__}, got {type(pipe).__name__}"
+            )
         self.pipe = pipe
         self.decoder = self.decoder_class(pipe, **decoder_options)
 
@@ -106,7 +108,9 @@ class FamilyAdapter(ABC):
         """Latent (frames, height, width) for decoders of packed latents; read from the recorded call."""
         return None
 
-    def model_input(self, latents: torch.Tensor, recorded: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def model_input(
+        self, latents: torch.Tensor, recorded: torch.Tensor, timestep: torch.Tensor
+    ) -> torch.Tensor:
         """The ``hidden_states`` of a replayed call: the latents, doubled when the recorded call doubled them."""
         copies = recorded.shape[0] // latents.shape[0]
         return torch.cat([latents] * copies).to(recorded.dtype)
@@ -211,7 +215,9 @@ class CogVideoXAdapter(FamilyAdapter):
     def requested_frames(self, call_kwargs: Mapping[str, Any]) -> int:
         return int(call_kwargs.get("num_frames") or self.pipe.transformer.config.sample_frames)
 
-    def model_input(self, latents: torch.Tensor, recorded: torch.Tensor, timestep: torch.Tensor) -> torch.Tensor:
+    def model_input(
+        self, latents: torch.Tensor, recorded: torch.Tensor, timestep: torch.Tensor
+    ) -> torch.Tensor:
         return self.scheduler.scale_model_input(super().model_input(latents, recorded, timestep), timestep)
 
     def is_clean(self, index: int) -> bool:

@@ -23,11 +23,12 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 from diffusers import DiffusionPipeline, UniPCMultistepScheduler
 from diffusers.callbacks import PipelineCallback
+from typing_extensions import Self
 
 from descore.errors import ConfigError
 from reward_guidance.decoding import FrameSubset, frame_subset, subset_fps
@@ -89,7 +90,9 @@ def guided_steps(window: tuple[float, float] | tuple[int, int], num_steps: int) 
 
 def _check_window(window: Any) -> tuple[float, float] | tuple[int, int]:
     if not isinstance(window, (tuple, list)) or len(window) != 2:
-        raise ConfigError(f"window must be (start, end): step fractions in [0, 1] or step indices, got {window!r}")
+        raise ConfigError(
+            f"window must be (start, end): step fractions in [0, 1] or step indices, got {window!r}"
+        )
     start, end = window
     if all(isinstance(v, int) and not isinstance(v, bool) for v in window):
         if not 0 <= start < end:
@@ -115,7 +118,11 @@ def carry_through_scheduler(scheduler: Any, delta: torch.Tensor, next_index: int
     """
     if not isinstance(scheduler, UniPCMultistepScheduler) or scheduler.last_sample is None:
         return
-    if next_index >= len(scheduler.timesteps) or next_index == 0 or (next_index - 1) in scheduler.disable_corrector:
+    if (
+        next_index >= len(scheduler.timesteps)
+        or next_index == 0
+        or (next_index - 1) in scheduler.disable_corrector
+    ):
         return
     alpha_t, sigma_t = scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[next_index])
     alpha_s, sigma_s = scheduler._sigma_to_alpha_sigma_t(scheduler.sigmas[next_index - 1])
@@ -149,7 +156,7 @@ class RewardGuidanceCallback(PipelineCallback):
         slicing, tiling: VAE settings for the guided decode (None: leave the VAE's).
     """
 
-    tensor_inputs = ["latents"]
+    tensor_inputs: ClassVar[list[str]] = ["latents"]
 
     def __init__(
         self,
@@ -186,7 +193,9 @@ class RewardGuidanceCallback(PipelineCallback):
         if max_grad_norm is not None and not max_grad_norm > 0:
             raise ConfigError(f"max_grad_norm must be > 0 or None, got {max_grad_norm!r}")
         if normalize and max_grad_norm is not None:
-            raise ConfigError("normalize=True sets every gradient's size, which makes max_grad_norm moot; pass one")
+            raise ConfigError(
+                "normalize=True sets every gradient's size, which makes max_grad_norm moot; pass one"
+            )
         if isinstance(schedule, str) and schedule not in _SCHEDULES:
             raise ConfigError(f"schedule must be one of {sorted(_SCHEDULES)} or a function, got {schedule!r}")
         if not isinstance(schedule, str) and not callable(schedule):
@@ -227,7 +236,7 @@ class RewardGuidanceCallback(PipelineCallback):
         """Remove the transformer hooks."""
         self.lookahead.close()
 
-    def __enter__(self) -> "RewardGuidanceCallback":
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -235,7 +244,11 @@ class RewardGuidanceCallback(PipelineCallback):
 
     # ------------------------------------------------------------------ the callback
     def callback_fn(
-        self, pipeline: DiffusionPipeline, step_index: int, timestep: torch.Tensor, callback_kwargs: dict[str, Any]
+        self,
+        pipeline: DiffusionPipeline,
+        step_index: int,
+        timestep: torch.Tensor,
+        callback_kwargs: dict[str, Any],
     ) -> dict[str, Any]:
         try:
             if step_index == 0:
@@ -272,16 +285,23 @@ class RewardGuidanceCallback(PipelineCallback):
                 self.reward.check_frames(num_frames, fps, "each guided video")
             else:
                 self.reward.check_frames(
-                    len(subset), fps, f"the guidance frame subset {subset}", "Score at least {frames} frames (frames=)."
+                    len(subset),
+                    fps,
+                    f"the guidance frame subset {subset}",
+                    "Score at least {frames} frames (frames=).",
                 )
             self._checked = True
         return grid, subset, fps, self._batch_prompts(latents.shape[0])
 
-    def _lookahead_rewards(self, latents: torch.Tensor, step_index: int, timestep: torch.Tensor) -> torch.Tensor:
+    def _lookahead_rewards(
+        self, latents: torch.Tensor, step_index: int, timestep: torch.Tensor
+    ) -> torch.Tensor:
         """Reward of the decoded look-ahead clean sample; keeps the graph when ``latents`` require grad."""
         grid, subset, fps, prompts = self._frames_and_prompts(latents, step_index, timestep)
         grad = latents.requires_grad
-        x0 = self.lookahead.x0(latents, step_index, timestep, cfg=self.lookahead_cfg, cfg_scale=self.cfg_scale)
+        x0 = self.lookahead.x0(
+            latents, step_index, timestep, cfg=self.lookahead_cfg, cfg_scale=self.cfg_scale
+        )
         video = self.adapter.decoder(
             x0,
             frames=subset,
@@ -292,7 +312,9 @@ class RewardGuidanceCallback(PipelineCallback):
         )
         return self.reward(video, prompts, fps=fps)
 
-    def lookahead_rewards(self, latents: torch.Tensor, step_index: int, timestep: torch.Tensor) -> torch.Tensor:
+    def lookahead_rewards(
+        self, latents: torch.Tensor, step_index: int, timestep: torch.Tensor
+    ) -> torch.Tensor:
         """Reward of decode(x0_hat(latents)) for the latents after step ``step_index`` (no gradients).
 
         Usable from a callback that runs after this one in the same step (``MultiPipelineCallbacks``), e.g. to log

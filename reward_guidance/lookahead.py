@@ -26,7 +26,9 @@ import torch
 from descore.errors import ConfigError
 from reward_guidance.families import FamilyAdapter, TransformerCall
 
-_MAX_RECORDED_CALLS = 8  # two CFG branches per step at most; the bound keeps a forgotten hook from holding memory
+_MAX_RECORDED_CALLS = (
+    8  # two CFG branches per step at most; the bound keeps a forgotten hook from holding memory
+)
 
 
 class TransformerRecorder:
@@ -56,7 +58,9 @@ class TransformerRecorder:
         found = []
         for module, kwargs in self.calls:
             recorded = kwargs.get("timestep")
-            if isinstance(recorded, torch.Tensor) and abs(float(recorded.max()) - wanted) <= 1e-3 * max(1.0, abs(wanted)):
+            if isinstance(recorded, torch.Tensor) and abs(float(recorded.max()) - wanted) <= 1e-3 * max(
+                1.0, abs(wanted)
+            ):
                 found.append((module, kwargs))
         return found
 

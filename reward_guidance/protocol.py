@@ -47,11 +47,15 @@ class FrameNeeds:
     def __post_init__(self) -> None:
         if isinstance(self.min_frames, bool) or not isinstance(self.min_frames, int) or self.min_frames < 1:
             raise ConfigError(f"FrameNeeds.min_frames must be an integer >= 1, got {self.min_frames!r}")
-        if self.max_frames is not None and (not isinstance(self.max_frames, int) or self.max_frames < self.min_frames):
+        if self.max_frames is not None and (
+            not isinstance(self.max_frames, int) or self.max_frames < self.min_frames
+        ):
             raise ConfigError(
                 f"FrameNeeds.max_frames must be an integer >= min_frames ({self.min_frames}), got {self.max_frames!r}"
             )
-        if self.fps is not None and not (isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0):
+        if self.fps is not None and not (
+            isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0
+        ):
             raise ConfigError(f"FrameNeeds.fps must be a positive number, got {self.fps!r}")
 
     def indices(self, num_frames: int, fps: float | None) -> list[int]:
@@ -60,7 +64,9 @@ class FrameNeeds:
             return sample_frame_indices(num_frames, fps, fps=self.fps, max_frames=self.max_frames)
         return sample_frame_indices(num_frames, None, max_frames=self.max_frames)
 
-    def check(self, num_frames: int, fps: float | None, what: str = "the video", fix: str = GENERATE_MORE) -> None:
+    def check(
+        self, num_frames: int, fps: float | None, what: str = "the video", fix: str = GENERATE_MORE
+    ) -> None:
         """Raise :class:`~descore.errors.VideoError` when the reward cannot score such a video.
 
         ``fix`` is the remedy the message ends with; ``{frames}`` in it becomes the frame count that would do.
@@ -96,7 +102,9 @@ class RewardOutput:
 def check_videos(videos: Any, prompts: Prompts, who: str = "reward") -> tuple[torch.Tensor, list[str]]:
     """Validate a (B, F, C, H, W) float video batch in [0, 1] and its prompts (one, or one per video)."""
     if not isinstance(videos, torch.Tensor):
-        raise VideoError(f"{who}: videos must be a torch.Tensor of shape (B, F, C, H, W), got {type(videos).__name__}")
+        raise VideoError(
+            f"{who}: videos must be a torch.Tensor of shape (B, F, C, H, W), got {type(videos).__name__}"
+        )
     if videos.ndim != 5 or videos.shape[2] != 3 or not videos.is_floating_point():
         raise VideoError(
             f"{who}: videos must be a float tensor of shape (B, F, 3, H, W) in [0, 1], got {videos.dtype} "
@@ -114,7 +122,9 @@ def check_videos(videos: Any, prompts: Prompts, who: str = "reward") -> tuple[to
     batch = videos.shape[0]
     prompt_list = [prompts] * batch if isinstance(prompts, str) else list(prompts)
     if len(prompt_list) != batch:
-        raise ConfigError(f"{who}: got {batch} videos but {len(prompt_list)} prompts; give one prompt, or one per video")
+        raise ConfigError(
+            f"{who}: got {batch} videos but {len(prompt_list)} prompts; give one prompt, or one per video"
+        )
     for k, prompt in enumerate(prompt_list):
         if not isinstance(prompt, str) or not prompt.strip():
             raise ConfigError(f"{who}: prompt {k} must be a non-empty string, got {prompt!r}")
@@ -122,7 +132,9 @@ def check_videos(videos: Any, prompts: Prompts, who: str = "reward") -> tuple[to
 
 
 def _check_batch_size(batch_size: int | None) -> int | None:
-    if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1):
+    if batch_size is not None and (
+        isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1
+    ):
         raise ConfigError(f"batch_size must be a positive integer or None, got {batch_size!r}")
     return batch_size
 
@@ -146,7 +158,9 @@ class RewardFunction(ABC):
         return type(self).__name__
 
     @abstractmethod
-    def score_batch(self, videos: torch.Tensor, prompts: list[str], fps: float | None) -> RewardOutput | torch.Tensor:
+    def score_batch(
+        self, videos: torch.Tensor, prompts: list[str], fps: float | None
+    ) -> RewardOutput | torch.Tensor:
         """Rewards of one validated micro-batch; ``fps`` is the videos' frame rate when known."""
 
     def check_frames(
@@ -190,7 +204,9 @@ class RewardFunction(ABC):
         if not torch.isfinite(rewards.detach()).all():
             raise ValueError(f"{self.name} returned non-finite rewards {rewards.detach().tolist()}")
         if out.cots is not None and len(out.cots) != len(rewards):
-            raise ValueError(f"{self.name} returned {len(out.cots)} chains of thought for {len(rewards)} videos")
+            raise ValueError(
+                f"{self.name} returned {len(out.cots)} chains of thought for {len(rewards)} videos"
+            )
         return RewardOutput(rewards=rewards.float(), cots=out.cots)
 
 
@@ -258,7 +274,9 @@ class DeScoreReward(RewardFunction):
         if not isinstance(scorer, DeScore):
             raise ConfigError(f"DeScoreReward needs a descore.scoring.DeScore, got {type(scorer).__name__}")
         if mode not in ("think", "think_free"):
-            raise ConfigError(f"DeScoreReward mode must be 'think' or 'think_free' (cascade: descore_reward), got {mode!r}")
+            raise ConfigError(
+                f"DeScoreReward mode must be 'think' or 'think_free' (cascade: descore_reward), got {mode!r}"
+            )
         self.scorer = scorer
         self.mode = mode
         self.differentiable = mode == "think_free"
@@ -270,7 +288,9 @@ class DeScoreReward(RewardFunction):
         except TypeError as err:
             raise ConfigError(f"DeScoreReward sampling overrides {sorted(self.sampling)}: {err}") from err
         settings.validate()
-        self.frames = FrameNeeds(min_frames=settings.min_frames, max_frames=settings.max_frames, fps=settings.fps)
+        self.frames = FrameNeeds(
+            min_frames=settings.min_frames, max_frames=settings.max_frames, fps=settings.fps
+        )
 
     @property
     def name(self) -> str:
@@ -305,7 +325,9 @@ class CascadeReward(RewardFunction):
 
     def __init__(self, first: RewardFunction, second: RewardFunction, top_k: int = 2):
         if not isinstance(first, RewardFunction) or not isinstance(second, RewardFunction):
-            raise ConfigError("CascadeReward needs two RewardFunction instances (wrap functions with CallableReward)")
+            raise ConfigError(
+                "CascadeReward needs two RewardFunction instances (wrap functions with CallableReward)"
+            )
         if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
             raise ConfigError(f"CascadeReward top_k must be an integer >= 1, got {top_k!r}")
         self.first, self.second, self.top_k = first, second, top_k

@@ -66,7 +66,9 @@ def vae_memory(
     ``None`` keeps the VAE's current setting; ``tiling`` may be a dict of ``enable_tiling`` keyword arguments (tile
     sizes and strides, whose names differ per VAE).
     """
-    before = {k: v for k, v in vars(vae).items() if k in ("use_slicing", "use_tiling") or k.startswith("tile_")}
+    before = {
+        k: v for k, v in vars(vae).items() if k in ("use_slicing", "use_tiling") or k.startswith("tile_")
+    }
     try:
         if slicing is not None:
             vae.enable_slicing() if slicing else vae.disable_slicing()

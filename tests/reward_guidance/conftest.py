@@ -8,7 +8,12 @@ import pytest
 import torch
 
 from descore.scoring import DeScore
-from toyworld.tiny_models import PIPELINE_CALL_DEFAULTS, PIPELINE_FAMILIES, build_qwen_vl, build_qwen_vl_processor
+from toyworld.tiny_models import (
+    PIPELINE_CALL_DEFAULTS,
+    PIPELINE_FAMILIES,
+    build_qwen_vl,
+    build_qwen_vl_processor,
+)
 from toyworld.tiny_models import build_video_pipeline as _build
 
 PROMPT = "a red ball rolls to the left"

@@ -43,7 +43,9 @@ def test_batched_and_sequential_generation_agree(scorer):
 def test_cascade_thinks_only_for_the_shortlist_and_picks_from_it(scorer):
     pipe = pipeline("wan2.1")
     kwargs = call_kwargs("wan2.1")
-    cascade = best_of_n(pipe, PROMPT, 4, descore_reward(scorer, "cascade", top_k=2), seeds=20, batch_size=2, **kwargs)
+    cascade = best_of_n(
+        pipe, PROMPT, 4, descore_reward(scorer, "cascade", top_k=2), seeds=20, batch_size=2, **kwargs
+    )
     free = best_of_n(pipe, PROMPT, 4, descore_reward(scorer, "think_free"), seeds=20, batch_size=2, **kwargs)
     think = best_of_n(pipe, PROMPT, 4, descore_reward(scorer, "think"), seeds=20, batch_size=2, **kwargs)
     assert torch.allclose(cascade.first_stage_rewards, free.rewards, atol=1e-5)

@@ -15,7 +15,10 @@ from toyworld.tiny_models import build_video_pipeline
 
 def latents_of(pipe, family: str, seed: int = 0, **kwargs) -> torch.Tensor:
     return pipe(
-        PROMPT, generator=torch.Generator().manual_seed(seed), output_type="latent", **call_kwargs(family, **kwargs)
+        PROMPT,
+        generator=torch.Generator().manual_seed(seed),
+        output_type="latent",
+        **call_kwargs(family, **kwargs),
     ).frames
 
 
@@ -40,7 +43,9 @@ def test_ltx_timestep_conditioned_decoder_matches_the_pipeline():
     pipe.set_progress_bar_config(disable=True)
     latents = latents_of(pipe, "ltx", seed=2)
     expected = generate(pipe, "ltx", seed=2, decode_timestep=0.05, decode_noise_scale=0.0)
-    frames = family_adapter(pipe, decode_timestep=0.05, decode_noise_scale=0.0).decoder(latents, grid=ltx_grid())
+    frames = family_adapter(pipe, decode_timestep=0.05, decode_noise_scale=0.0).decoder(
+        latents, grid=ltx_grid()
+    )
     assert torch.equal(frames, expected)
     plain = family_adapter(pipe).decoder(latents, grid=ltx_grid())
     assert not torch.equal(plain, expected)  # the decode timestep is an input of this decoder
@@ -102,7 +107,7 @@ def test_vae_checkpointing_gives_the_same_gradient(family):
     for checkpointing in (False, True):
         x = latents.clone().requires_grad_(True)
         count = []
-        hooks = [m.register_forward_hook(lambda *a: count.append(1)) for m in pipe.vae.decoder.modules()]
+        hooks = [m.register_forward_hook(lambda *a, c=count: c.append(1)) for m in pipe.vae.decoder.modules()]
         # forward and backward under the same module state: checkpointing recomputes blocks in the backward
         with frozen([pipe.vae]), gradient_checkpointing([pipe.vae], enabled=checkpointing):
             decode_latents(pipe, x, grad=True, grid=grid).pow(2).mean().backward()
@@ -121,8 +126,12 @@ def test_slicing_and_tiling_are_set_for_the_call_only():
     full = decode_latents(pipe, latents)
     sliced = decode_latents(pipe, latents, slicing=True)
     assert torch.allclose(sliced, full, atol=1e-6)
-    tiles = {"tile_sample_min_height": 16, "tile_sample_min_width": 16, "tile_sample_stride_height": 8,
-             "tile_sample_stride_width": 8}
+    tiles = {
+        "tile_sample_min_height": 16,
+        "tile_sample_min_width": 16,
+        "tile_sample_stride_height": 8,
+        "tile_sample_stride_width": 8,
+    }
     tiled = decode_latents(pipe, latents, tiling=tiles)
     assert tiled.shape == full.shape and not torch.equal(tiled, full)  # blended tiles differ from one pass
     assert not pipe.vae.use_slicing and not pipe.vae.use_tiling
@@ -133,7 +142,13 @@ def test_frame_subsets_are_validated_and_keep_their_rate():
     assert frame_subset(None, 9) is None
     assert frame_subset(3, 9) == [0, 1, 2]
     assert frame_subset([0, 4, 8], 9) == [0, 4, 8]
-    for bad, message in [(0, "1..9"), (10, "1..9"), ([4, 2], "strictly increasing"), ([0, 9], "0..8"), ([], "empty")]:
+    for bad, message in [
+        (0, "1..9"),
+        (10, "1..9"),
+        ([4, 2], "strictly increasing"),
+        ([0, 9], "0..8"),
+        ([], "empty"),
+    ]:
         with pytest.raises(ConfigError, match=message):
             frame_subset(bad, 9)
     assert subset_fps([0, 4, 8], 16.0) == 4.0

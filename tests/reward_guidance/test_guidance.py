@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from typing import ClassVar
 
 import pytest
 import torch
@@ -27,7 +28,7 @@ from tests.reward_guidance.conftest import (
 class LookaheadProbe(PipelineCallback):
     """Runs after the guidance callback in the same step: the look-ahead reward of the updated latents."""
 
-    tensor_inputs = ["latents"]
+    tensor_inputs: ClassVar[list[str]] = ["latents"]
 
     def __init__(self, guidance: RewardGuidanceCallback):
         self.guidance, self.after = guidance, {}
@@ -53,7 +54,9 @@ def test_guidance_raises_the_reward_over_the_unguided_run(family, reward):
         # latents move by 0.02 RMS per guided step: small enough for every step's first-order gain to show
         with RewardGuidanceCallback(reward, pipe, prompt=PROMPT, weight=0.02, normalize=True) as guidance:
             probe = LookaheadProbe(guidance)
-            guided = generate(pipe, family, seed, callback_on_step_end=MultiPipelineCallbacks([guidance, probe]))
+            guided = generate(
+                pipe, family, seed, callback_on_step_end=MultiPipelineCallbacks([guidance, probe])
+            )
         assert guided.shape == plain.shape == (1, 9, 3, 32, 32)
         assert [h.step for h in guidance.history] == [0, 1, 2]
         for step in guidance.history:  # every update raised the look-ahead reward it followed
@@ -67,16 +70,25 @@ def test_the_default_tiny_wan_vae_is_too_rough_for_finite_differences():
     """Why the guidance tests use an 8-channel Wan VAE: autograd is right, the 3-channel toy decoder is not smooth."""
     directions = {}
     for name, pipe in (("default", pipeline("wan2.1")), ("smooth", smooth_pipeline("wan2.1"))):
-        latents = pipe(PROMPT, generator=torch.Generator().manual_seed(0), output_type="latent",
-                       **call_kwargs("wan2.1")).frames
+        latents = pipe(
+            PROMPT, generator=torch.Generator().manual_seed(0), output_type="latent", **call_kwargs("wan2.1")
+        ).frames
         weights = torch.randn(1, 9, 3, 32, 32, generator=torch.Generator().manual_seed(1))
         x = latents.clone().requires_grad_(True)
         (decode_latents(pipe, x, grad=True) * weights).sum().backward()
         direction = x.grad / x.grad.norm()
         with torch.no_grad():
             finite = [
-                float(((decode_latents(pipe, latents + e * direction) - decode_latents(pipe, latents - e * direction))
-                       * weights).sum() / (2 * e))
+                float(
+                    (
+                        (
+                            decode_latents(pipe, latents + e * direction)
+                            - decode_latents(pipe, latents - e * direction)
+                        )
+                        * weights
+                    ).sum()
+                    / (2 * e)
+                )
                 for e in (1e-2, 1e-1)
             ]
         directions[name] = (finite, float(x.grad.norm()))
@@ -103,8 +115,9 @@ def test_weight_schedules_and_gradient_clipping(reward):
         generate(pipe, "wan2.1", 0, callback_on_step_end=guidance)
     for step in guidance.history:
         assert step.update_norms[0] == pytest.approx(3.0 * min(step.grad_norms[0], 1e-4), rel=1e-3)
-    with RewardGuidanceCallback(reward, pipe, prompt=PROMPT, weight=0.1, normalize=True,
-                                schedule=lambda progress: 1 + progress) as guidance:
+    with RewardGuidanceCallback(
+        reward, pipe, prompt=PROMPT, weight=0.1, normalize=True, schedule=lambda progress: 1 + progress
+    ) as guidance:
         generate(pipe, "wan2.1", 0, callback_on_step_end=guidance)
     size = math.sqrt(16 * 3 * 4 * 4)  # latent elements per video
     assert [h.update_norms[0] for h in guidance.history] == pytest.approx(
@@ -129,8 +142,13 @@ def test_checkpointing_and_frame_subsets(reward):
         "subset": {"frames": [1, 3, 5, 7]},
         "conditional": {"lookahead_cfg": False},
     }.items():
-        with RewardGuidanceCallback(reward, pipe, prompt=PROMPT, weight=0.05, normalize=True, **options) as guidance:
-            outputs[name] = (generate(pipe, "hunyuanvideo", 0, callback_on_step_end=guidance), guidance.history)
+        with RewardGuidanceCallback(
+            reward, pipe, prompt=PROMPT, weight=0.05, normalize=True, **options
+        ) as guidance:
+            outputs[name] = (
+                generate(pipe, "hunyuanvideo", 0, callback_on_step_end=guidance),
+                guidance.history,
+            )
     assert torch.allclose(outputs["checkpointed"][0], outputs["plain"][0], atol=1e-5)
     assert not pipe.transformer.is_gradient_checkpointing and not pipe.vae.is_gradient_checkpointing
     assert outputs["subset"][0].shape == outputs["plain"][0].shape
@@ -139,8 +157,16 @@ def test_checkpointing_and_frame_subsets(reward):
     # HunyuanVideo without true CFG makes one transformer call: the conditional look-ahead is the same
     assert torch.allclose(outputs["conditional"][0], outputs["plain"][0], atol=1e-6)
     wan = smooth_pipeline("wan2.1")
-    with RewardGuidanceCallback(reward, wan, prompt=PROMPT, frames=5, checkpointing=True, lookahead_cfg=False,
-                                weight=0.05, normalize=True) as guidance:
+    with RewardGuidanceCallback(
+        reward,
+        wan,
+        prompt=PROMPT,
+        frames=5,
+        checkpointing=True,
+        lookahead_cfg=False,
+        weight=0.05,
+        normalize=True,
+    ) as guidance:
         assert generate(wan, "wan2.1", 0, callback_on_step_end=guidance).shape == (1, 9, 3, 32, 32)
     assert len(guidance.history) == 3
 
@@ -148,8 +174,16 @@ def test_checkpointing_and_frame_subsets(reward):
 def test_guidance_inside_best_of_n_batches(reward):
     pipe = pipeline("cogvideox")
     with RewardGuidanceCallback(reward, pipe, prompt=PROMPT, weight=0.05, normalize=True) as guidance:
-        result = best_of_n(pipe, PROMPT, 2, reward, seeds=[1, 2], batch_size=2, callback_on_step_end=guidance,
-                           **call_kwargs("cogvideox"))
+        result = best_of_n(
+            pipe,
+            PROMPT,
+            2,
+            reward,
+            seeds=[1, 2],
+            batch_size=2,
+            callback_on_step_end=guidance,
+            **call_kwargs("cogvideox"),
+        )
     assert result.video.shape == (9, 3, 32, 32)
     assert all(len(h.rewards) == 2 for h in guidance.history)
 
@@ -182,16 +216,29 @@ def test_bad_guidance_settings_name_the_fix(reward, scorer):
 def test_bad_runs_fail_with_clear_errors(reward):
     pipe = pipeline("wan2.1")
     cases = [
-        ({"window": (2, 5)}, {}, ConfigError, r"steps \[2, 5\) lie outside this run's 3 steps"),
-        ({"prompt": [PROMPT, "a blue cube"]}, {}, ConfigError, "the callback has 2 prompts"),
-        ({"frames": 1}, {}, VideoError, r"frame subset \[0\] has 1 frame\(s\) at 16 fps .* Score at least 4 frames"),
-        ({"reward": descore_reward(make_scorer(fps=2.0), "think_free")}, {}, VideoError, "Generate at least 16 frames"),
+        ({"window": (2, 5)}, ConfigError, r"steps \[2, 5\) lie outside this run's 3 steps"),
+        ({"prompt": [PROMPT, "a blue cube"]}, ConfigError, "the callback has 2 prompts"),
+        (
+            {"frames": 1},
+            VideoError,
+            r"frame subset \[0\] has 1 frame\(s\) at 16 fps .* Score at least 4 frames",
+        ),
+        (
+            {"reward": descore_reward(make_scorer(fps=2.0), "think_free")},
+            VideoError,
+            "Generate at least 16 frames",
+        ),
     ]
-    for options, call, error, message in cases:
+    for options, error, message in cases:
         options = {"reward": reward, "prompt": PROMPT, **options}
-        with RewardGuidanceCallback(options.pop("reward"), pipe, **options) as guidance:
-            with pytest.raises(error, match=message):
-                generate(pipe, "wan2.1", 0, callback_on_step_end=guidance, **call)
-    with RewardGuidanceCallback(reward, pipe, prompt=PROMPT) as guidance:
-        with torch.inference_mode(), pytest.raises(ConfigError, match="inference_mode"):
+        with (
+            RewardGuidanceCallback(options.pop("reward"), pipe, **options) as guidance,
+            pytest.raises(error, match=message),
+        ):
             generate(pipe, "wan2.1", 0, callback_on_step_end=guidance)
+    with (
+        RewardGuidanceCallback(reward, pipe, prompt=PROMPT) as guidance,
+        torch.inference_mode(),
+        pytest.raises(ConfigError, match="inference_mode"),
+    ):
+        generate(pipe, "wan2.1", 0, callback_on_step_end=guidance)

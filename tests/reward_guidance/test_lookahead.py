@@ -60,7 +60,11 @@ def test_lookahead_prediction_is_what_the_next_step_steps_on(family):
     predicted, observed, x0_pairs = run_with_lookahead(family)
     assert sorted(predicted) == [1, 2]
     for i, latents in predicted.items():
-        assert torch.allclose(latents, observed[i], atol=1e-5), (family, i, (latents - observed[i]).abs().max())
+        assert torch.allclose(latents, observed[i], atol=1e-5), (
+            family,
+            i,
+            (latents - observed[i]).abs().max(),
+        )
     for x0, reference in x0_pairs:
         assert torch.allclose(x0, reference.float(), atol=1e-5)
     if family in ("wan2.1", "wan2.2", "cogvideox"):
@@ -129,11 +133,15 @@ def test_adapter_names_frames_and_batches(family):
     defaults = {"wan2.1": 81, "wan2.2": 81, "cogvideox": 9, "ltx": 161, "hunyuanvideo": 129}
     assert adapter.generated_frames({}) == defaults[family]
     batch = adapter.batch_kwargs(PROMPT, 3)
-    assert batch == ({"prompt": [PROMPT] * 3} if family == "cogvideox" else {"prompt": PROMPT, "num_videos_per_prompt": 3})
+    assert batch == (
+        {"prompt": [PROMPT] * 3} if family == "cogvideox" else {"prompt": PROMPT, "num_videos_per_prompt": 3}
+    )
 
 
 def test_carried_update_survives_the_unipc_corrector():
-    scheduler = UniPCMultistepScheduler(prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0)
+    scheduler = UniPCMultistepScheduler(
+        prediction_type="flow_prediction", use_flow_sigmas=True, flow_shift=3.0
+    )
     scheduler.set_timesteps(4)
     generator = torch.Generator().manual_seed(0)
     x, first, second, delta = (torch.randn(1, 4, 2, 4, 4, generator=generator) for _ in range(4))

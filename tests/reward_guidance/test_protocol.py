@@ -31,7 +31,9 @@ def test_frame_needs_follow_the_sampling_rule_and_name_the_fix():
     assert len(picked) == 10 and picked[0] == 0 and picked[-1] == 80
     assert len(needs.indices(9, None)) == 9  # unknown rate: every frame, thinned to max_frames
     needs.check(81, 16.0)
-    with pytest.raises(VideoError, match=r"9 frame\(s\) at 16 fps .* needs at least 2\. Generate at least 16 frames"):
+    with pytest.raises(
+        VideoError, match=r"9 frame\(s\) at 16 fps .* needs at least 2\. Generate at least 16 frames"
+    ):
         needs.check(9, 16.0, "the clip")
     with pytest.raises(VideoError, match="needs at least 3"):
         FrameNeeds(min_frames=3).check(2, None)
