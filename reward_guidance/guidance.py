@@ -4,8 +4,8 @@ Pass a :class:`RewardGuidanceCallback` as ``callback_on_step_end`` of any suppor
 the window, the callback takes the latents the scheduler just produced (x_{t_{i+1}}), predicts the clean sample that
 step i + 1 would predict (:mod:`reward_guidance.lookahead`: one extra transformer call, or two with the pipeline's
 CFG, at the next timestep t_{i+1}; none after the last step), decodes it with gradients (optionally a frame subset),
-scores it with a differentiable reward, and moves the latents along the reward gradient, clipped per video and scaled
-by the weight schedule. Step indices are the callback's: step i guides the latents entering step i + 1, and the last
+scores it with a differentiable reward, and moves the latents along the reward gradient (per video: clipped, or
+normalised, then scaled by the weight schedule). Step indices are the callback's: step i guides the latents entering step i + 1, and the last
 step's guidance refines the final sample directly through the decoder.
 
 Multistep schedulers that rebuild the next sample from the previous one (UniPC's corrector, Wan's default) would
@@ -135,16 +135,16 @@ class RewardGuidanceCallback(PipelineCallback):
     """Steer sampling along the gradient of a differentiable reward of the look-ahead clean sample.
 
     Args:
-        reward: a differentiable :class:`~reward_guidance.protocol.RewardFunction` (e.g.
-            ``descore_reward(scorer, "think_free")``) or a callable (taken as differentiable).
+        reward: a differentiable :class:`~reward_guidance.protocol.RewardFunction`, e.g.
+            ``descore_reward(scorer, "think_free")`` or ``CallableReward(fn, differentiable=True)``.
         pipe: the pipeline, or its :class:`~reward_guidance.families.FamilyAdapter`. The transformer is hooked at
             construction: create the callback before calling the pipeline; :meth:`close` removes the hooks.
         prompt: the generation prompt(s) the reward judges against; one, or one per prompt of the pipeline call (each
             is repeated for ``num_videos_per_prompt``).
         weight: step size w on the reward gradient.
         window: guided steps, as fractions (start, end) of the run or step indices [start, end).
-        schedule: weight over the window's guided steps: "constant", "linear" (1 -> 1/n), "cosine", or a function of
-            the progress k / n in [0, 1).
+        schedule: weight over the window's n guided steps: "constant", "linear" (1 - k / n), "cosine"
+            ((1 + cos(pi k / n)) / 2), or a function of the progress k / n in [0, 1).
         max_grad_norm: clip each video's gradient to this L2 norm (None: no clipping).
         normalize: rescale each video's gradient to unit RMS per latent element, so that ``weight`` is the RMS
             change of the latents whatever the reward's scale (instead of clipping).
@@ -152,7 +152,8 @@ class RewardGuidanceCallback(PipelineCallback):
         checkpointing: gradient checkpointing of the transformer(s) and the VAE during guided steps.
         lookahead_cfg: replay both CFG branches for x0_hat (True) or only the conditional one (half the cost).
         cfg_scale: CFG scale of the look-ahead (default: the pipeline's; needed for HunyuanVideo's true CFG).
-        fps: frame rate passed to the reward (default: the family's).
+        fps: frame rate passed to the reward (default: the family's; for LTX, 25, its pipeline's default
+            ``frame_rate``: pass yours if you call LTX with another).
         slicing, tiling: VAE settings for the guided decode (None: leave the VAE's).
     """
 
@@ -177,8 +178,8 @@ class RewardGuidanceCallback(PipelineCallback):
         slicing: bool | None = None,
         tiling: bool | dict[str, Any] | None = None,
     ):
-        reward = reward if isinstance(reward, RewardFunction) else as_reward(reward)
-        if not isinstance(reward, RewardFunction) or not reward.differentiable:
+        reward = as_reward(reward)
+        if not reward.differentiable:
             raise ConfigError(
                 f"{reward.name} is not differentiable; gradient guidance needs a reward that keeps the graph, e.g. "
                 "descore_reward(scorer, 'think_free') or CallableReward(fn, differentiable=True)"
