@@ -111,12 +111,15 @@ class DeScoreModel(nn.Module):
         cls,
         base_model: nn.Module,
         tokenizer: Any,
+        *,
+        seed: int | None = None,
         **config: Any,
     ) -> DeScoreModel:
         """Turn a base Qwen-VL model into a new (untrained) DeScore model; ``config`` sets DeScoreConfig fields.
 
         Adds the query token to ``tokenizer`` (in place) and gives it an embedding row initialised to the mean of the
-        existing rows; the head is initialised with std 1/sqrt(hidden). Use the global torch seed for determinism.
+        existing rows; the head is initialised with std 1/sqrt(hidden), from ``seed`` when given (else from the
+        global torch RNG).
         """
         backbone = base_model
         fields = dict(config)
@@ -136,7 +139,9 @@ class DeScoreModel(nn.Module):
         with torch.no_grad():
             embeddings.weight[query_id] = embeddings.weight[:query_id].float().mean(0).to(embeddings.weight.dtype)
         model = cls(config, backbone, query_id)
-        nn.init.normal_(model.score_head.weight, std=config.hidden_size**-0.5)
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        with torch.no_grad():
+            model.score_head.weight.normal_(0.0, config.hidden_size**-0.5, generator=generator)
         return model
 
     def save_pretrained(self, directory: str | os.PathLike, *, max_shard_size: str = "5GB") -> Path:

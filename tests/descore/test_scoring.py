@@ -15,12 +15,11 @@ FAMILIES = ["qwen3_vl", "qwen2_5_vl"]
 
 
 def make_scorer(family: str, seed: int = 0, **config) -> DeScore:
-    torch.manual_seed(seed)
     backbone = build_qwen_vl(family, "tiny", seed=seed)
     processor = build_qwen_vl_processor(family, "tiny")
     config.setdefault("sampling", {"fps": 2.0, "min_frames": 2, "max_frames": 16, "min_pixels": 32 * 32, "max_pixels": 64 * 64})
     config.setdefault("generation", {"max_new_tokens": 12, "repetition_penalty": 1.05})
-    return DeScore.from_backbone(backbone, processor, **config)
+    return DeScore.from_backbone(backbone, processor, seed=seed, **config)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
