@@ -33,7 +33,7 @@ import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import diffusers
 import torch
@@ -148,6 +148,32 @@ class GuidanceConfig:
         return RewardGuidanceCallback(reward, pipe, prompt=prompt, fps=fps, **settings)
 
 
+@dataclass
+class _StepEnd:
+    """The step-end callback arguments of the wrapped pipeline's calls: the caller's, after the guidance if any."""
+
+    guidance: GuidanceConfig | None
+    reward: RewardFunction | None
+    user: Any
+    user_inputs: list[str] | None
+    fps: float
+
+    @contextlib.contextmanager
+    def arguments(self, pipe: DiffusionPipeline, prompt: str | list[str] | None) -> Iterator[dict[str, Any]]:
+        """Keyword arguments for one call; a guidance callback lives (hooks the transformer) for the block only."""
+        if self.guidance is None:
+            arguments = {}
+            if self.user is not None:
+                arguments["callback_on_step_end"] = self.user
+            if self.user_inputs is not None:
+                arguments["callback_on_step_end_tensor_inputs"] = self.user_inputs
+            yield arguments
+            return
+        with self.guidance.callback(self.reward, pipe, prompt, self.fps) as guide:
+            callback, inputs = _chain_callbacks(guide, self.user, self.user_inputs)
+            yield {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": inputs}
+
+
 class DeScorePipeline(DiffusionPipeline):
     r"""A supported text-to-video pipeline (``WanPipeline`` for Wan 2.1 / 2.2, ``CogVideoXPipeline``,
     ``LTXPipeline``, ``HunyuanVideoPipeline``) with a reward model: best-of-N reranking with DeScore's chain of thought,
@@ -169,7 +195,7 @@ class DeScorePipeline(DiffusionPipeline):
         ```
     """
 
-    _optional_components = ["reward_model"]
+    _optional_components: ClassVar[list[str]] = ["reward_model"]
 
     def __init__(
         self,
@@ -255,8 +281,13 @@ class DeScorePipeline(DiffusionPipeline):
                 video = video_class.from_pretrained(folder, **kwargs)
             if reward_model is None:
                 reward_model = _saved_reward_model(folder, index, load_options)
-        else:
+        elif index.get("_class_name") in supported_pipelines():
             video = DiffusionPipeline.from_pretrained(pretrained_model_name_or_path, **kwargs)
+        else:
+            raise ConfigError(
+                f"{pretrained_model_name_or_path} holds a {index.get('_class_name')}; DeScorePipeline wraps "
+                f"{', '.join(supported_pipelines())}"
+            )
         pipe = cls(video, reward_model=_resolve_reward_model(reward_model, load_options))
         pipe.register_to_config(_name_or_path=str(pretrained_model_name_or_path))
         return pipe
@@ -382,7 +413,9 @@ class DeScorePipeline(DiffusionPipeline):
         if score not in (None, True, False):
             raise ConfigError(f"score must be None, True or False, got {score!r}")
         if score is False and num_candidates > 1:
-            raise ConfigError("score=False: best-of-N scores every candidate; use num_candidates=1 or drop score")
+            raise ConfigError(
+                "score=False: best-of-N scores every candidate; use num_candidates=1 or drop score"
+            )
         if output_type not in _OUTPUT_TYPES:
             raise ConfigError(f"output_type must be one of {list(_OUTPUT_TYPES)}, got {output_type!r}")
         if prompt is not None and not (
@@ -400,7 +433,9 @@ class DeScorePipeline(DiffusionPipeline):
                 "candidate, or one list per prompt) instead"
             )
         if seeds is not None and (generator is not None or pipeline_kwargs.get("latents") is not None):
-            raise ConfigError("seeds= sets the initial noise, as do generator= and latents=: pass only one of them")
+            raise ConfigError(
+                "seeds= sets the initial noise, as do generator= and latents=: pass only one of them"
+            )
         if seeds is not None and prompt is None:
             raise ConfigError("seeds= needs prompt= (text); with prompt embeddings pass generator= instead")
         accepted = _call_arguments(self.video_pipeline)
@@ -428,7 +463,9 @@ class DeScorePipeline(DiffusionPipeline):
             for name in _PER_PROMPT_TEXT:
                 value = pipeline_kwargs.get(name)
                 if isinstance(value, (list, tuple)) and len(value) != len(prompt):
-                    raise ConfigError(f"{name} has {len(value)} entries for {len(prompt)} prompts; give one per prompt")
+                    raise ConfigError(
+                        f"{name} has {len(value)} entries for {len(prompt)} prompts; give one per prompt"
+                    )
         if isinstance(callback_on_step_end, (PipelineCallback, MultiPipelineCallbacks)):
             requested = list(callback_on_step_end.tensor_inputs)
         else:
@@ -542,7 +579,9 @@ class DeScorePipeline(DiffusionPipeline):
 
         prompts = None if prompt is None else ([prompt] if isinstance(prompt, str) else list(prompt))
         rows = None if prompts is None else self._rows(adapter, prompts, kwargs)
-        step_end = (guidance_config, guidance_reward, callback_on_step_end, callback_on_step_end_tensor_inputs, fps)
+        step_end = _StepEnd(
+            guidance_config, guidance_reward, callback_on_step_end, callback_on_step_end_tensor_inputs, fps
+        )
         if num_candidates == 1:
             chosen = selection if scoring else None
             out = self._single(
@@ -574,7 +613,7 @@ class DeScorePipeline(DiffusionPipeline):
         seeds: Any,
         generator: Any,
         reward: RewardFunction | None,
-        step_end: tuple,
+        step_end: _StepEnd,
         output_type: str,
         keep_candidates: bool,
         fps: float,
@@ -589,24 +628,26 @@ class DeScorePipeline(DiffusionPipeline):
         call = {**kwargs, "generator": generator, "output_type": "pt" if decoded else output_type}
         if prompt is not None:
             call["prompt"] = prompt
-        with self._step_end(step_end, prompt) as callbacks:
+        with step_end.arguments(self.video_pipeline, prompt) as callbacks:
             frames = self.video_pipeline(**call, **callbacks, return_dict=True).frames
-        out = DeScorePipelineOutput(frames=frames, seeds=seed_table, fps=fps)
-        if rows is not None:
-            out.winners = [0] * len(rows)
+        rewards = cots = first_stage = None
         if reward is not None:
             if frames.shape[0] != len(rows):
                 raise ConfigError(
                     f"{type(self.video_pipeline).__name__} returned {frames.shape[0]} videos for {len(rows)} requested "
                     "(prompts x num_videos_per_prompt)"
                 )
-            scored = _score_rows(reward, frames, rows, fps)
-            out.rewards, out.cots, out.first_stage_rewards = scored
-        if keep_candidates:
-            out.candidates = frames.unsqueeze(1).cpu()
-        if decoded:
-            out.frames = self._postprocess(frames, output_type)
-        return out
+            rewards, cots, first_stage = _score_rows(reward, frames, rows, fps)
+        return DeScorePipelineOutput(
+            frames=self._postprocess(frames, output_type) if decoded else frames,
+            rewards=rewards,
+            seeds=seed_table,
+            cots=cots,
+            winners=None if rows is None else [0] * len(rows),
+            first_stage_rewards=first_stage,
+            candidates=frames.unsqueeze(1).cpu() if keep_candidates else None,
+            fps=fps,
+        )
 
     def _best_of_n(
         self,
@@ -615,7 +656,7 @@ class DeScorePipeline(DiffusionPipeline):
         num_candidates: int,
         seeds: Any,
         reward: RewardFunction,
-        step_end: tuple,
+        step_end: _StepEnd,
         candidate_batch_size: int,
         output_type: str,
         keep_candidates: bool,
@@ -633,7 +674,7 @@ class DeScorePipeline(DiffusionPipeline):
             for name in _PER_PROMPT_TEXT:
                 if isinstance(call.get(name), (list, tuple)):
                     call[name] = call[name][r // per_prompt]
-            with self._step_end(step_end, row_prompt) as callbacks:
+            with step_end.arguments(self.video_pipeline, row_prompt) as callbacks:
                 results.append(
                     best_of_n(
                         self.video_pipeline,
@@ -657,7 +698,9 @@ class DeScorePipeline(DiffusionPipeline):
             seeds=seed_table,
             cots=[list(res.cots) for res in results],
             winners=[res.index for res in results],
-            first_stage_rewards=torch.stack([res.first_stage_rewards for res in results]) if cascade else None,
+            first_stage_rewards=torch.stack([res.first_stage_rewards for res in results])
+            if cascade
+            else None,
             candidates=torch.stack([res.videos for res in results]) if keep_candidates else None,
             fps=fps,
         )
@@ -695,22 +738,6 @@ class DeScorePipeline(DiffusionPipeline):
                 f"the guidance frame subset {subset}",
                 "Score at least {frames} frames (guidance frames=).",
             )
-
-    @contextlib.contextmanager
-    def _step_end(self, step_end: tuple, prompt: str | list[str] | None) -> Iterator[dict[str, Any]]:
-        """The callback arguments of one wrapped call: the caller's, or the guidance callback chained with them."""
-        config, reward, user, user_inputs, fps = step_end
-        if config is None:
-            arguments = {}
-            if user is not None:
-                arguments["callback_on_step_end"] = user
-            if user_inputs is not None:
-                arguments["callback_on_step_end_tensor_inputs"] = user_inputs
-            yield arguments
-            return
-        with config.callback(reward, self.video_pipeline, prompt, fps) as guide:
-            callback, inputs = _chain_callbacks(guide, user, user_inputs)
-            yield {"callback_on_step_end": callback, "callback_on_step_end_tensor_inputs": inputs}
 
     def _postprocess(self, frames: torch.Tensor, output_type: str) -> Any:
         """(B, F, C, H, W) frames in [0, 1] -> ``output_type`` exactly as the wrapped pipeline's video processor
@@ -750,9 +777,7 @@ def _component_entry(value: Any) -> tuple[str | None, str | None]:
     return type(value).__module__, type(value).__name__
 
 
-def _resolve_reward_model(
-    value: Any, load_options: Mapping[str, Any] | None = None
-) -> RewardModel | None:
+def _resolve_reward_model(value: Any, load_options: Mapping[str, Any] | None = None) -> RewardModel | None:
     """A reward model component from an instance, a callable, or a DeScore checkpoint folder."""
     if value is None or isinstance(value, (DeScore, RewardFunction)):
         return value
@@ -852,7 +877,9 @@ def _seed_table(seeds: Any, rows: int, num_candidates: int) -> list[list[int]]:
         return [candidate_seeds(seeds + r * num_candidates, num_candidates) for r in range(rows)]
     if isinstance(seeds, Sequence) and seeds and all(isinstance(s, Sequence) for s in seeds):
         if len(seeds) != rows:
-            raise ConfigError(f"seeds has {len(seeds)} lists for {rows} videos (prompts x num_videos_per_prompt)")
+            raise ConfigError(
+                f"seeds has {len(seeds)} lists for {rows} videos (prompts x num_videos_per_prompt)"
+            )
         return [candidate_seeds(list(s), num_candidates) for s in seeds]
     if isinstance(seeds, Sequence):
         row = candidate_seeds(list(seeds), num_candidates)
@@ -939,7 +966,9 @@ def _saved_video_class(folder: str, index: Mapping[str, Any]) -> type[DiffusionP
     return getattr(diffusers, name)
 
 
-def _saved_reward_model(folder: str, index: Mapping[str, Any], load_options: Mapping[str, Any]) -> DeScore | None:
+def _saved_reward_model(
+    folder: str, index: Mapping[str, Any], load_options: Mapping[str, Any]
+) -> DeScore | None:
     """The DeScore saved in ``reward_model/`` (None when the pipeline was saved without one)."""
     entry = index.get("reward_model")
     if not entry or entry[0] is None:
@@ -964,7 +993,9 @@ class _RewardModelEntryFilter(logging.Filter):
 def _reward_model_entry_ignored() -> Iterator[None]:
     """While the wrapped class loads a saved DeScorePipeline folder, its model_index.json lists ``reward_model``,
     which that class does not take; the warnings diffusers logs about it would be wrong here."""
-    loggers = [logging.getLogger(n) for n in ("diffusers.configuration_utils", "diffusers.pipelines.pipeline_utils")]
+    loggers = [
+        logging.getLogger(n) for n in ("diffusers.configuration_utils", "diffusers.pipelines.pipeline_utils")
+    ]
     quiet = _RewardModelEntryFilter()
     for log in loggers:
         log.addFilter(quiet)

@@ -15,7 +15,7 @@ from diffusers.callbacks import PipelineCallback
 from descore.errors import ConfigError, VideoError
 from descore.scoring import DeScore
 from pipelines import DeScorePipeline, DeScorePipelineOutput, GuidanceConfig
-from reward_guidance import CallableReward, descore_reward
+from reward_guidance import descore_reward
 from tests.reward_guidance.conftest import FAMILIES, PROMPT, call_kwargs, make_scorer, pipeline
 
 OTHER_PROMPT = "a blue cube slides to the right"
@@ -56,7 +56,7 @@ def test_one_candidate_is_the_wrapped_pipelines_own_output(family, scorer):
     plain = pipe(PROMPT, generator=seeded(7), **kwargs).frames  # the family's default output_type
     descore = DeScorePipeline(pipe, reward_model=scorer)
     scored = descore(PROMPT, seeds=7, think=False, **kwargs)
-    assert isinstance(scored, DeScorePipelineOutput)
+    assert isinstance(scored, DeScorePipelineOutput) and scored["rewards"] is scored.rewards
     assert same_frames(scored.frames, plain)
     assert scored.rewards.shape == (1, 1) and scored.seeds == [[7]] and scored.winners == [0]
     assert scored.cots == [[None]]
@@ -90,9 +90,14 @@ def test_guidance_runs_through_the_pipeline_in_every_family(family, scorer):
     idle = descore(PROMPT, seeds=3, think=False, guidance={**GUIDED, "weight": 0.0}, **kwargs)
     assert torch.equal(idle.frames, plain)  # the look-ahead alone changes nothing
     guided = descore(
-        PROMPT, num_candidates=2, seeds=3, think=False, guidance=GuidanceConfig(**GUIDED), candidate_batch_size=2,
+        PROMPT,
+        num_candidates=2,
+        seeds=3,
+        think=False,
+        guidance=GuidanceConfig(**GUIDED),
+        candidate_batch_size=2,
         **kwargs,
-    )  # fmt: skip
+    )
     assert guided.frames.shape == plain.shape and guided.rewards.shape == (1, 2)
     unguided = pipe(PROMPT, generator=seeded(guided.seeds[0][guided.winners[0]]), **kwargs).frames
     assert not torch.allclose(guided.frames, unguided, atol=1e-4)
@@ -116,8 +121,9 @@ def test_batched_prompts_give_one_winner_per_prompt_with_chains_of_thought(score
     per_prompt = descore(prompts, num_videos_per_prompt=2, seeds=[[5], [6], [7], [8]], think=False, **kwargs)
     assert per_prompt.frames.shape == (4, 9, 32, 32, 3) and per_prompt.rewards.shape == (4, 1)
     assert per_prompt.seeds == [[5], [6], [7], [8]]
-    third = pipe(OTHER_PROMPT, generator=seeded(7), **kwargs).frames  # rows: prompt-major, as diffusers orders them
-    assert np.allclose(per_prompt.frames[2], third[0], atol=1e-5)  # a batch of 4 differs from 1 in the last bits
+    # rows are prompt-major, as diffusers orders them; a batch of 4 differs from a batch of 1 in the last bits
+    third = pipe(OTHER_PROMPT, generator=seeded(7), **kwargs).frames
+    assert np.allclose(per_prompt.frames[2], third[0], atol=1e-5)
     as_tuple = descore(prompts, seeds=1, think=False, return_dict=False, **kwargs)
     assert len(as_tuple) == 5 and as_tuple[1].shape == (2, 1) and as_tuple[4] == [0, 0]
 
@@ -176,7 +182,9 @@ def test_from_pipe_shares_components_and_any_reward_can_rank(scorer, tmp_path, c
         return videos.mean(dim=(1, 2, 3, 4))
 
     bright = DeScorePipeline.from_pipe(descore, reward_model=brightness)
-    out = bright(PROMPT, num_candidates=3, seeds=0, keep_candidates=True, **call_kwargs("ltx", output_type="pt"))
+    out = bright(
+        PROMPT, num_candidates=3, seeds=0, keep_candidates=True, **call_kwargs("ltx", output_type="pt")
+    )
     means = out.candidates[0].mean(dim=(1, 2, 3, 4))
     assert out.winners == [int(means.argmax())] and out.cots == [[None, None, None]]
     assert torch.allclose(out.rewards[0], means)
@@ -184,7 +192,10 @@ def test_from_pipe_shares_components_and_any_reward_can_rank(scorer, tmp_path, c
     swapped = DeScorePipeline.from_pipe(pipeline("wan2.1"), reward_model=scorer)
     scheduler = type(swapped.scheduler).from_config(swapped.scheduler.config)
     swapped.scheduler = scheduler
-    assert swapped.video_pipeline.scheduler is scheduler and swapped.config.scheduler[1] == type(scheduler).__name__
+    assert (
+        swapped.video_pipeline.scheduler is scheduler
+        and swapped.config.scheduler[1] == type(scheduler).__name__
+    )
     bright.save_pretrained(tmp_path)
     assert "not a DeScore and is not saved" in caplog.text
     assert DeScorePipeline.from_pretrained(tmp_path).reward_model is None
@@ -217,18 +228,29 @@ def test_callbacks_pass_through_and_follow_the_guidance(scorer):
         return {"latents": tensors["latents"]}
 
     descore(
-        PROMPT, seeds=1, think=False, guidance=GUIDED, callback_on_step_end=after_guidance,
-        callback_on_step_end_tensor_inputs=["negative_prompt_embeds"], **kwargs,
-    )  # fmt: skip
-    assert [(i, keys) for i, keys, _ in seen] == [(i, ["latents", "negative_prompt_embeds"]) for i in range(3)]
+        PROMPT,
+        seeds=1,
+        think=False,
+        guidance=GUIDED,
+        callback_on_step_end=after_guidance,
+        callback_on_step_end_tensor_inputs=["negative_prompt_embeds"],
+        **kwargs,
+    )
+    assert [(i, keys) for i, keys, _ in seen] == [
+        (i, ["latents", "negative_prompt_embeds"]) for i in range(3)
+    ]
     plain_seen = []
-    pipe(PROMPT, generator=seeded(1), callback_on_step_end=lambda p, i, t, k: plain_seen.append(k["latents"]) or k,
-         **kwargs)  # fmt: skip
+    pipe(
+        PROMPT,
+        generator=seeded(1),
+        callback_on_step_end=lambda p, i, t, k: plain_seen.append(k["latents"]) or k,
+        **kwargs,
+    )
     assert torch.equal(seen[1][2], plain_seen[1])  # steps 0 and 1 are not guided
     assert not torch.equal(seen[2][2], plain_seen[2])  # the callback sees the guided latents of step 2
 
 
-def test_bad_requests_name_the_fix_before_anything_is_generated(scorer):
+def test_bad_requests_name_the_fix_before_anything_is_generated(scorer, tmp_path):
     pipe = pipeline("wan2.1")
     kwargs = call_kwargs("wan2.1")
     descore = DeScorePipeline(pipe, reward_model=scorer)
@@ -237,22 +259,47 @@ def test_bad_requests_name_the_fix_before_anything_is_generated(scorer):
     slow_sampler = DeScorePipeline(pipe, reward_model=make_scorer(fps=2.0))
     bad = [
         (descore, {"num_candidates": 0}, ConfigError, "num_candidates must be an integer >= 1"),
-        (descore, {"num_candidates": 2, "cascade_top_k": 3}, ConfigError, r"cascade_top_k .* 1..num_candidates \(2\)"),
+        (
+            descore,
+            {"num_candidates": 2, "cascade_top_k": 3},
+            ConfigError,
+            r"cascade_top_k .* 1..num_candidates \(2\)",
+        ),
         (descore, {"num_candidates": 2, "generator": seeded(0)}, ConfigError, "pass seeds="),
         (descore, {"seeds": [1, 1], "num_candidates": 2}, ConfigError, "repeat"),
         (descore, {"num_frame": 9}, ConfigError, r"no argument\(s\) \['num_frame'\]"),
         (descore, {"output_type": "latent"}, ConfigError, "must be decoded"),
-        (descore, {"guidance": {"window": (2, 5)}}, ConfigError, r"outside this run's 3 steps \(indices 0..2\)"),
+        (
+            descore,
+            {"guidance": {"window": (2, 5)}},
+            ConfigError,
+            r"outside this run's 3 steps \(indices 0..2\)",
+        ),
         (descore, {"guidance": {"window": (0.9, 0.95)}}, ConfigError, "selects none of this run's 3 steps"),
         (descore, {"guidance": {"weigth": 1.0}}, ConfigError, r"unknown setting\(s\) \['weigth'\]"),
         (descore, {"guidance": {"frames": 1}}, VideoError, r"Score at least 4 frames \(guidance frames=\)"),
         (descore, {"callback_on_step_end_tensor_inputs": ["noise_pred"]}, ConfigError, "it offers"),
-        (descore, {"reward": lambda v, p: v.mean((1, 2, 3, 4)), "guidance": GUIDED}, ConfigError, "not differentiable"),
-        (descore, {"reward": lambda v, p: v.mean((1, 2, 3, 4)), "cascade_top_k": 1}, ConfigError, "DeScore cascade"),
+        (
+            descore,
+            {"reward": lambda v, p: v.mean((1, 2, 3, 4)), "guidance": GUIDED},
+            ConfigError,
+            "not differentiable",
+        ),
+        (
+            descore,
+            {"reward": lambda v, p: v.mean((1, 2, 3, 4)), "cascade_top_k": 1},
+            ConfigError,
+            "DeScore cascade",
+        ),
         (slow_sampler, {}, VideoError, r"9 frame\(s\) at 16 fps .* Pass num_frames=17 or more"),
         (slow_sampler, {"num_candidates": 2}, VideoError, "lower the reward's sampling fps"),
         (DeScorePipeline(pipe), {"num_candidates": 2}, ConfigError, "load it with reward_model="),
-        (DeScorePipeline(pipe), {"guidance": GUIDED}, ConfigError, "guidance follows the gradient of a reward"),
+        (
+            DeScorePipeline(pipe),
+            {"guidance": GUIDED},
+            ConfigError,
+            "guidance follows the gradient of a reward",
+        ),
     ]
     try:
         for target, options, error, message in bad:
@@ -269,8 +316,12 @@ def test_bad_requests_name_the_fix_before_anything_is_generated(scorer):
         up_block_types=("UpBlock2D",),
         norm_num_groups=8,
     )
+    ddpm = DDPMPipeline(unet=unet, scheduler=DDPMScheduler())
     with pytest.raises(ConfigError, match="DDPMPipeline is not supported.* WanPipeline"):
-        DeScorePipeline(DDPMPipeline(unet=unet, scheduler=DDPMScheduler()), reward_model=scorer)
+        DeScorePipeline(ddpm, reward_model=scorer)
+    ddpm.save_pretrained(tmp_path)
+    with pytest.raises(ConfigError, match="holds a DDPMPipeline; DeScorePipeline wraps WanPipeline"):
+        DeScorePipeline.from_pretrained(tmp_path, reward_model=scorer)
     with pytest.raises(ConfigError, match="from_pipe"):
         DeScorePipeline(descore)
     with pytest.raises(ConfigError, match="reward_model must be"):
