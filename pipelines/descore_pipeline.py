@@ -410,7 +410,7 @@ class DeScorePipeline(DiffusionPipeline):
             )
         if not isinstance(think, bool):
             raise ConfigError(f"think must be True or False, got {think!r}")
-        if score not in (None, True, False):
+        if score is not None and not isinstance(score, bool):
             raise ConfigError(f"score must be None, True or False, got {score!r}")
         if score is False and num_candidates > 1:
             raise ConfigError(
