@@ -59,6 +59,7 @@ from reward_guidance import (
     subset_fps,
     supported_pipelines,
 )
+from reward_guidance.best_of_n import postprocess_frames
 from reward_guidance.decoding import FrameSubset
 from reward_guidance.guidance import Schedule
 
@@ -740,13 +741,8 @@ class DeScorePipeline(DiffusionPipeline):
             )
 
     def _postprocess(self, frames: torch.Tensor, output_type: str) -> Any:
-        """(B, F, C, H, W) frames in [0, 1] -> ``output_type`` exactly as the wrapped pipeline's video processor
-        converts them (no [-1, 1] round trip)."""
-        if output_type == "pt":
-            return frames
-        return self.video_pipeline.video_processor.postprocess_video(
-            frames.permute(0, 2, 1, 3, 4), output_type=output_type, do_denormalize=[False] * frames.shape[1]
-        )
+        """(B, F, C, H, W) frames in [0, 1] -> ``output_type`` as the wrapped pipeline returns it."""
+        return postprocess_frames(self.video_pipeline, frames, output_type)
 
 
 # ---------------------------------------------------------------------- module helpers

@@ -83,13 +83,19 @@ def candidate_seeds(seeds: Sequence[int] | int | None, num_candidates: int) -> l
     return listed
 
 
-def _to_output(pipe: DiffusionPipeline, video: torch.Tensor, output_type: str) -> Any:
-    """(F, C, H, W) in [0, 1] -> the pipeline's ``output_type``, through its own video processor."""
+def postprocess_frames(pipe: DiffusionPipeline, frames: torch.Tensor, output_type: str) -> Any:
+    """(B, F, C, H, W) frames in [0, 1] -> ``output_type`` exactly as the pipeline's own video processor converts
+    its decoded videos (no round trip through [-1, 1])."""
     if output_type == "pt":
-        return video
+        return frames
     return pipe.video_processor.postprocess_video(
-        video.unsqueeze(0).permute(0, 2, 1, 3, 4) * 2 - 1, output_type
-    )[0]
+        frames.permute(0, 2, 1, 3, 4), output_type=output_type, do_denormalize=[False] * frames.shape[1]
+    )
+
+
+def _to_output(pipe: DiffusionPipeline, video: torch.Tensor, output_type: str) -> Any:
+    """One (F, C, H, W) video in [0, 1] -> the pipeline's ``output_type``."""
+    return postprocess_frames(pipe, video.unsqueeze(0), output_type)[0]
 
 
 def best_of_n(
