@@ -40,7 +40,7 @@ class Candidate:
     cot: str | None
     truth: float
     findings: tuple[str, ...]
-    gif: bytes
+    gif: bytes | None
 
 
 @dataclass
@@ -75,9 +75,12 @@ def _gif(frames: torch.Tensor, fps: float) -> bytes:
         return path.read_bytes()
 
 
-def _candidate(video: torch.Tensor, prompt: str, seed: int, reward: float, cot: str | None, fps: float) -> Candidate:
+def _candidate(
+    video: torch.Tensor, prompt: str, seed: int, reward: float, cot: str | None, fps: float | None
+) -> Candidate:
+    """Measure a video with the analyzer; keep it as a GIF when ``fps`` is given (for the report)."""
     analysis = analyze(video, prompt)
-    return Candidate(seed, reward, cot, analysis.overall, analysis.findings, _gif(video, fps))
+    return Candidate(seed, reward, cot, analysis.overall, analysis.findings, None if fps is None else _gif(video, fps))
 
 
 def run_demo(
@@ -89,9 +92,11 @@ def run_demo(
     guidance_weight: float = 2.0,
     generator_path: str | Path | None = None,
     reward_model_path: str | Path | None = None,
+    think: bool = True,
+    gifs: bool = True,
     progress: bool = True,
 ) -> DemoReport:
-    """Generate, rerank and guide; return everything the HTML report shows."""
+    """Generate, rerank and guide; return everything the HTML report shows (``gifs=False``: measurements only)."""
     start = time.perf_counter()
     scorer = DeScore.from_pretrained(reward_model_path or DEFAULT_REWARD_MODEL)
     pipe = DeScorePipeline.from_pipe(load_toy_generator(generator_path), reward_model=scorer)
@@ -104,7 +109,7 @@ def run_demo(
             prompt,
             num_candidates=num_candidates,
             seeds=seed * 1000 + i * num_candidates,
-            think=True,
+            think=think,
             keep_candidates=True,
             candidate_batch_size=num_candidates,
             output_type="pt",
@@ -112,7 +117,10 @@ def run_demo(
             **TOY_GENERATOR_CALL,
         )
         candidates = [
-            _candidate(out.candidates[0, k], prompt, out.seeds[0][k], float(out.rewards[0, k]), out.cots[0][k], fps)
+            _candidate(
+                out.candidates[0, k], prompt, out.seeds[0][k], float(out.rewards[0, k]), out.cots[0][k],
+                fps if gifs else None,
+            )
             for k in range(num_candidates)
         ]
         report.results.append(PromptResult(prompt, candidates, out.winners[0]))
@@ -123,7 +131,9 @@ def run_demo(
             out = pipe(
                 prompt, seeds=[run_seed], think=False, guidance=guidance, output_type="pt", fps=fps, **TOY_GENERATOR_CALL
             )
-            videos[name] = _candidate(out.frames[0], prompt, run_seed, float(out.rewards[0, 0]), None, fps)
+            videos[name] = _candidate(
+                out.frames[0], prompt, run_seed, float(out.rewards[0, 0]), None, fps if gifs else None
+            )
         report.guidance.append(GuidanceResult(prompt, run_seed, videos["plain"], videos["guided"]))
     report.seconds = time.perf_counter() - start
     return report
