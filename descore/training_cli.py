@@ -1,4 +1,5 @@
-"""`descore train cold-start` and `descore eval`: stage-1 training from a YAML config, and pair-accuracy evaluation."""
+"""`descore train {sft,cold-start,dual-rl}` and `descore eval`: training stages from YAML configs, and pair-accuracy
+evaluation."""
 
 from __future__ import annotations
 
@@ -44,6 +45,93 @@ def _run_cold_start(args: argparse.Namespace) -> int:
     return 0
 
 
+SFT_EPILOG = """\
+The config is a YAML file whose keys are these fields (unknown keys are errors):
+
+{fields}
+
+Example:
+  model: tiny-qwen3-vl/               # base Qwen-VL checkpoint (or a DeScore checkpoint)
+  model_config: {{template: compact_alignment_judge}}
+  train_file: pairs/train.csv         # its CoT_A / CoT_B columns are the texts to learn
+  eval_file: pairs/test.csv
+  output_dir: runs/sft
+  lora_r: null                        # train every language-model weight (a randomly initialised backbone)
+
+The final model (OUTPUT_DIR/final) is a DeScore checkpoint with an UNTRAINED head: the start of stage 1.
+"""
+
+DUAL_RL_EPILOG = """\
+The config is a YAML file whose keys are these fields (unknown keys are errors):
+
+{fields}
+
+Example:
+  model: runs/stage1/final            # a DeScore checkpoint (stage 1's output)
+  train_file: pairs/train.csv         # labels + gt_<dimension>_A / gt_<dimension>_B sub-scores
+  eval_file: pairs/test.csv
+  dimension: Overall
+  output_dir: runs/stage2
+  group_size: 8
+
+Resuming continues exactly from the newest checkpoint in output_dir: set `resume: true` or pass --resume.
+The final model (LoRA merged) is written to OUTPUT_DIR/final and loads with DeScore.from_pretrained.
+"""
+
+
+def _config_from_args(config_class: Any, args: argparse.Namespace) -> Any:
+    from descore.training.config import parse_overrides
+
+    overrides = parse_overrides(args.set or [])
+    if args.resume:
+        overrides["resume"] = True
+    return config_class.from_yaml(args.config, overrides)
+
+
+def _print_evaluations(evaluations: dict[str, Any]) -> None:
+    for mode, evaluation in evaluations.items():
+        for name, report in evaluation.dimensions.items():
+            print(
+                f"  eval {mode} {name}: accuracy {report.without_ties.accuracy:.4f}, "
+                f"with ties {report.with_ties.accuracy:.4f}"
+            )
+
+
+def _run_sft(args: argparse.Namespace) -> int:
+    from descore.training.sft import SFTConfig, SFTTrainer
+
+    result = SFTTrainer(_config_from_args(SFTConfig, args)).train()
+    print(f"trained {result.steps} steps; model written to {result.final_dir}")
+    for name, value in result.evaluation.items():
+        print(f"  eval {name}: {value:.4f}")
+    return 0
+
+
+def _run_dual_rl(args: argparse.Namespace) -> int:
+    from descore.training.dual_rl import DualRLConfig, DualRLTrainer
+
+    result = DualRLTrainer(_config_from_args(DualRLConfig, args)).train()
+    print(f"trained {result.steps} steps; model written to {result.final_dir}")
+    _print_evaluations(result.evaluations)
+    return 0
+
+
+def _add_stage(stages: argparse._SubParsersAction, name: str, config_class: Any, epilog: str, func: Any,
+               **texts: str) -> None:
+    from descore.training.config import describe_fields
+
+    p = stages.add_parser(
+        name, epilog=epilog.format(fields=describe_fields(config_class)),
+        formatter_class=argparse.RawDescriptionHelpFormatter, **texts
+    )
+    p.add_argument("--config", required=True, metavar="FILE", help=f"YAML file of {config_class.__name__} fields")
+    p.add_argument(
+        "--set", action="append", metavar="KEY=VALUE", help="override a config field (VALUE is read as YAML); repeatable"
+    )
+    p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
+    p.set_defaults(func=func)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     import torch
 
@@ -86,7 +174,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     train = sub.add_parser(
         "train",
         help="train a DeScore reward model",
-        description="Train a DeScore reward model. Stages: cold-start (stage 1, Bradley-Terry on preference pairs).",
+        description="Train a DeScore reward model. Stages: sft (optional: teach a backbone to write the judge's CoT), "
+        "cold-start (stage 1, Bradley-Terry on preference pairs), dual-rl (stage 2, GRPO on sampled CoTs + "
+        "auxiliary Bradley-Terry).",
     )
     stages = train.add_subparsers(dest="stage", metavar="STAGE", required=True)
     p = stages.add_parser(
@@ -105,6 +195,19 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     p.set_defaults(func=_run_cold_start)
+    from descore.training.dual_rl import DualRLConfig
+    from descore.training.sft import SFTConfig
+
+    _add_stage(
+        stages, "sft", SFTConfig, SFT_EPILOG, _run_sft,
+        help="optional: teacher-forced SFT on annotated chains of thought (before stage 1)",
+        description="CoT SFT from a YAML config: the backbone learns to write the judge's chain of thought.",
+    )
+    _add_stage(
+        stages, "dual-rl", DualRLConfig, DUAL_RL_EPILOG, _run_dual_rl,
+        help="stage 2: GRPO on sampled CoTs + auxiliary Bradley-Terry on the head",
+        description="Stage 2 (dual-objective RL) from a YAML config.",
+    )
 
     p = sub.add_parser(
         "eval",
