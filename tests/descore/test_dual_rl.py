@@ -158,17 +158,19 @@ def test_first_ratio_is_one_and_resume_after_a_crash_replays_the_uninterrupted_r
     assert not any("lora" in name for name, _ in loaded.model.named_parameters())
 
 
-def test_one_update_moves_the_policy_toward_high_advantage_rollouts_and_the_head_toward_the_labels(toy_pairs, tmp_path):
-    """The pieces of a step, by hand: sample groups, score old and reference policy, take one update. LoRA starts at
-    zero, so the policy is the reference (KL exactly 0); after the update, the advantage-weighted log-likelihood of
-    the sampled CoTs has risen and the BT loss on the paired rollouts has fallen."""
+def test_one_update_moves_the_policy_toward_high_advantage_rollouts_and_bt_trains_head_and_backbone(toy_pairs, tmp_path):
+    """The pieces of a step, by hand: sample groups, score the old and the reference policy, take one update. LoRA
+    starts at zero, so the policy is the reference (KL exactly 0). A GRPO step raises the advantage-weighted
+    log-likelihood of the sampled CoTs; the BT loss on paired rollouts sends gradient to the head and the LoRA
+    weights, and a step on the head lowers it."""
     from accelerate import Accelerator
 
     from descore.training.cold_start import add_lora
     from descore.training.data import FrameStore
     from descore.training.sft import CompletionForward
 
-    cfg = config(toy_pairs, tmp_path / "run", kl_coef=0.0, bt_weight=1.0, pairs_per_step=3, mini_batches=1, micro_batch_pairs=3)
+    cfg = config(toy_pairs, tmp_path / "run", kl_coef=0.0, bt_weight=0.0, pairs_per_step=3, mini_batches=1,
+                 micro_batch_pairs=3)
     trainer, scorer = DualRLTrainer(cfg), tiny_scorer(0)
     examples, _, _ = trainer.load_data()
     pairs = [p for p in examples if p.label != 0][:3]
@@ -179,24 +181,34 @@ def test_one_update_moves_the_policy_toward_high_advantage_rollouts_and_the_head
     groups = trainer.rollout(scorer, frames, pairs)
     assert len(groups) == 6 and all(len(g) == cfg.group_size for g in groups)
     for group in groups:
-        advantages = torch.tensor([r.advantage for r in group])
-        assert abs(float(advantages.sum())) < 1e-5  # centred within the group
+        assert abs(sum(r.advantage for r in group)) < 1e-5  # centred within the group
     (batch,) = trainer.micro_batches(scorer, frames, pairs, groups)
     assert batch.num_rows == 2 * 3 * cfg.group_size and len(batch.labels) == 3 * cfg.group_size
+    assert (batch.inputs["input_ids"][:, -1] == scorer.model.query_token_id).all()
 
     accelerator, forward = Accelerator(cpu=True), CompletionForward(scorer.model)
     batch.old_log_probs = trainer.policy_log_probs(forward, batch, accelerator)
     with peft_model.disable_adapter():
         batch.ref_log_probs = trainer.policy_log_probs(forward, batch, accelerator)
     assert torch.equal(batch.old_log_probs, batch.ref_log_probs)
-    optimizer = torch.optim.SGD([p for p in scorer.model.parameters() if p.requires_grad], lr=1e-3)
-    loss, stats = trainer.micro_loss(forward, batch, accelerator, len(batch.targets), batch.num_rows, 3 * cfg.group_size)
-    assert stats["kl_sum"] == 0.0 and stats["clipped"] == 0.0
+    counts = (len(batch.targets), batch.num_rows, len(batch.labels))
+    trainable = [p for p in scorer.model.parameters() if p.requires_grad]
+    loss, stats = trainer.micro_loss(forward, batch, accelerator, *counts)
+    assert stats["kl_sum"] == 0.0 and stats["clipped"] == 0.0 and stats["bt_loss"] == 0.0
     loss.backward()
-    optimizer.step()
+    torch.optim.SGD(trainable, lr=1e-3).step()
     after = trainer.policy_log_probs(forward, batch, accelerator)
     assert float((batch.advantages * (after - batch.old_log_probs)).sum()) > 0
-    _, stats_after = trainer.micro_loss(forward, batch, accelerator, len(batch.targets), batch.num_rows, 3 * cfg.group_size)
+
+    scorer.model.zero_grad()
+    bt_trainer = DualRLTrainer(config(toy_pairs, tmp_path / "bt", bt_weight=1.0))
+    batch.advantages.zero_()
+    loss, stats = bt_trainer.micro_loss(forward, batch, accelerator, *counts)
+    loss.backward()
+    lora_grads = [p.grad for n, p in scorer.model.named_parameters() if "lora_B" in n]
+    assert all(g is not None for g in lora_grads) and sum(float(g.abs().sum()) for g in lora_grads) > 0
+    torch.optim.SGD(scorer.model.score_head.parameters(), lr=0.1).step()
+    _, stats_after = bt_trainer.micro_loss(forward, batch, accelerator, *counts)
     assert stats_after["bt_loss"] < stats["bt_loss"]
 
 
