@@ -85,9 +85,13 @@ def analyzer_reward() -> RewardFunction:
     return CallableReward(overall, name="analyzer")
 
 
+GENERATOR_PATH: Path | None = None  # --generator
+
+
 def toy_pipeline(allow_untrained: bool):
-    if (DEFAULT_CHECKPOINT / "model_index.json").is_file():
-        return load_toy_generator()
+    path = GENERATOR_PATH or DEFAULT_CHECKPOINT
+    if (path / "model_index.json").is_file():
+        return load_toy_generator(path)
     if not allow_untrained:
         return None
     logger.warning("toy generator checkpoint missing: using the untrained architecture")
@@ -189,8 +193,8 @@ def true_quality(pipe, reward: RewardFunction, prompts: list[str], seeds: list[i
     return {"reward": float(rewards.mean()), "true_quality": float(sum(quality) / len(quality))}
 
 
-def bench_toy(updates: int, eval_every: int, descore: str | None, eval_prompts: int, allow_untrained: bool,
-              recipes: list[str]) -> list[dict[str, Any]]:
+def bench_toy(updates: int, eval_every: int, descore: str | None, train_prompts: int, eval_seeds: int,
+              allow_untrained: bool, recipes: list[str], lr: float) -> list[dict[str, Any]]:
     if toy_pipeline(allow_untrained) is None:
         print("toy world: the toy generator checkpoint is missing (train it with `descore toy train-generator`, "
               "or pass --allow-untrained)")
@@ -201,21 +205,27 @@ def bench_toy(updates: int, eval_every: int, descore: str | None, eval_prompts: 
         reward = descore_reward(DeScore.from_pretrained(descore), "think_free", batch_size=8)
     else:
         reward = analyzer_reward()
-    train = toy_prompts(64, seed=11)
-    held_out = toy_prompts(eval_prompts, seed=12)
-    seeds = list(range(1000, 1000 + eval_prompts))
+    # Train on a small prompt set; evaluate on fresh samples (seeds never used in training) of the same prompts.
+    train = toy_prompts(train_prompts, seed=11)
+    held_out = [p for p in train for _ in range(eval_seeds)]
+    seeds = list(range(10**6, 10**6 + len(held_out)))
     settings = {
-        "grpo": {"beta": 0.004, "clip_range": 1e-3, "learning_rate": 3e-4, "optimizer_steps_per_update": 2},
-        "dpo": {"beta": 100.0, "learning_rate": 3e-4, "train_timesteps": 2},
-        "rwr": {"beta": 0.25, "learning_rate": 3e-4, "train_timesteps": 2},
+        # Flow-GRPO's log-probabilities are averaged over every latent element: on a model this small the gradients
+        # (~1e-7) fall under AdamW's default epsilon, which would then scale the steps down.
+        "grpo": {"beta": 0.004, "clip_range": 1e-3, "learning_rate": lr, "optimizer_steps_per_update": 2,
+                 "adam_eps": 1e-12},
+        "dpo": {"beta": 100.0, "learning_rate": lr, "train_timesteps": 2},
+        "rwr": {"beta": 0.25, "learning_rate": lr, "train_timesteps": 2},
     }
     rows = []
     for recipe in recipes:
         pipe = toy_pipeline(allow_untrained)
         curve = [{"update": 0, **true_quality(pipe, reward, held_out, seeds, TOY_SPEC)}]
+        print(f"  {recipe} before: reward {curve[0]['reward']:.3f}, true_quality {curve[0]['true_quality']:.3f}")
 
         def evaluate(trainer, metrics, recipe=recipe, curve=curve):
-            point = {"update": metrics["update"], "train_reward": metrics["reward/mean"]}
+            point = {"update": metrics["update"], "train_reward": metrics["reward/mean"],
+                     "grad_norm": metrics["train/grad_norm"]}
             if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
                 point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))
             curve.append(point)
@@ -228,7 +238,7 @@ def bench_toy(updates: int, eval_every: int, descore: str | None, eval_prompts: 
         before, after = curve[0], curve[-1]
         rows.append({"recipe": recipe, "before": before, "after": after, "curve": curve})
     print(f"\ntoy world ({'DeScore ' + descore if descore else 'analyzer reward'}), {updates} updates, "
-          f"{eval_prompts} held-out prompts")
+          f"{train_prompts} prompts, true quality on {len(held_out)} fresh samples")
     print(f"{'recipe':>6} | {'reward before':>13} {'after':>7} | {'true quality before':>19} {'after':>7}")
     for row in rows:
         b, a = row["before"], row["after"]
@@ -246,14 +256,19 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=8, help="sampling steps of the tiny pipelines in the timing")
     parser.add_argument("--updates", type=int, default=8)
     parser.add_argument("--eval-every", type=int, default=4)
-    parser.add_argument("--eval-prompts", type=int, default=16)
+    parser.add_argument("--train-prompts", type=int, default=8, help="toy-world training prompts")
+    parser.add_argument("--eval-seeds", type=int, default=3, help="fresh samples per prompt in the evaluations")
     parser.add_argument("--recipes", nargs="+", default=["grpo", "dpo", "rwr"], choices=["grpo", "dpo", "rwr"])
+    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of the toy-world runs")
     parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
+    parser.add_argument("--generator", type=Path, help="toy generator checkpoint (default: the shipped one)")
     parser.add_argument("--allow-untrained", action="store_true", help="use the untrained toy generator if missing")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write every number to this file")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    global GENERATOR_PATH
+    GENERATOR_PATH = args.generator
     logging.basicConfig(level=logging.WARNING)
     results: dict[str, Any] = {}
     if "rollout" in args.sections:
@@ -264,8 +279,8 @@ def main() -> None:
         results["update"] = bench_updates(3, args.allow_untrained)
     if "toy" in args.sections:
         print("== toy world")
-        results["toy"] = bench_toy(args.updates, args.eval_every, args.descore, args.eval_prompts,
-                                   args.allow_untrained, args.recipes)
+        results["toy"] = bench_toy(args.updates, args.eval_every, args.descore, args.train_prompts, args.eval_seeds,
+                                   args.allow_untrained, args.recipes, args.lr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
