@@ -179,6 +179,18 @@ def bench_updates(updates: int, allow_untrained: bool) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------ 3. toy-world curves
+def toy_settings(recipe: str, lr: float) -> dict[str, Any]:
+    """Recipe settings of the toy-world runs (also used by tests/recipes/test_toy_world.py)."""
+    return {
+        # Flow-GRPO's log-probabilities are averaged over every latent element: on a model this small the gradients
+        # (~1e-7) fall under AdamW's default epsilon, which would then scale the steps down.
+        "grpo": {"beta": 0.004, "clip_range": 1e-3, "learning_rate": lr, "optimizer_steps_per_update": 2,
+                 "adam_eps": 1e-12},
+        "dpo": {"beta": 100.0, "learning_rate": lr, "train_timesteps": 2},
+        "rwr": {"beta": 0.25, "learning_rate": lr, "train_timesteps": 2},
+    }[recipe]
+
+
 def true_quality(pipe, reward: RewardFunction, prompts: list[str], seeds: list[int], spec: SamplingSpec) -> dict:
     """Fresh samples of the (held-out) prompts with fixed seeds: mean reward and analyzer overall score."""
     call = pipeline_call_kwargs(pipe, spec)
@@ -209,14 +221,6 @@ def bench_toy(updates: int, eval_every: int, descore: str | None, train_prompts:
     train = toy_prompts(train_prompts, seed=11)
     held_out = [p for p in train for _ in range(eval_seeds)]
     seeds = list(range(10**6, 10**6 + len(held_out)))
-    settings = {
-        # Flow-GRPO's log-probabilities are averaged over every latent element: on a model this small the gradients
-        # (~1e-7) fall under AdamW's default epsilon, which would then scale the steps down.
-        "grpo": {"beta": 0.004, "clip_range": 1e-3, "learning_rate": lr, "optimizer_steps_per_update": 2,
-                 "adam_eps": 1e-12},
-        "dpo": {"beta": 100.0, "learning_rate": lr, "train_timesteps": 2},
-        "rwr": {"beta": 0.25, "learning_rate": lr, "train_timesteps": 2},
-    }
     rows = []
     for recipe in recipes:
         pipe = toy_pipeline(allow_untrained)
@@ -233,7 +237,7 @@ def bench_toy(updates: int, eval_every: int, descore: str | None, train_prompts:
 
         with tempfile.TemporaryDirectory() as tmp:
             trainer = make_trainer(recipe, pipe, TOY_SPEC, reward, tmp, train, num_updates=updates,
-                                   prompts_per_update=4, **settings[recipe])
+                                   prompts_per_update=4, **toy_settings(recipe, lr))
             trainer.train(callback=evaluate)
         before, after = curve[0], curve[-1]
         rows.append({"recipe": recipe, "before": before, "after": after, "curve": curve})
@@ -259,7 +263,7 @@ def main() -> None:
     parser.add_argument("--train-prompts", type=int, default=8, help="toy-world training prompts")
     parser.add_argument("--eval-seeds", type=int, default=3, help="fresh samples per prompt in the evaluations")
     parser.add_argument("--recipes", nargs="+", default=["grpo", "dpo", "rwr"], choices=["grpo", "dpo", "rwr"])
-    parser.add_argument("--lr", type=float, default=3e-4, help="learning rate of the toy-world runs")
+    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate of the toy-world runs")
     parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
     parser.add_argument("--generator", type=Path, help="toy generator checkpoint (default: the shipped one)")
     parser.add_argument("--allow-untrained", action="store_true", help="use the untrained toy generator if missing")
