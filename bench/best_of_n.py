@@ -12,13 +12,6 @@ Run: ``python bench/best_of_n.py [--rounds 3] [--trials 8] [--cot-tokens 48] [--
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/toyworld.py is named like the package: keep this folder off the import path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import statistics
 import time

@@ -18,20 +18,15 @@ Run: ``python bench/guidance.py [--rounds 3] [--threads 1]``
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
-# bench/toyworld.py is named like the package: keep this folder off the import path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
-
 import argparse
 import json
 import resource
 import statistics
 import subprocess
+import sys
 import tempfile
 import warnings
+from pathlib import Path
 from typing import Any
 
 import torch

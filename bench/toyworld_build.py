@@ -4,23 +4,17 @@
    per prompt, so 2000 mp4 files), with the share spent rendering. Goal: under 60 s on 2 cores.
 2. ``analyze``: videos per second of :func:`toyworld.analyzer.analyze` on rendered frames and on decoded mp4 files.
 
-Run: ``python bench/toyworld.py [--pairs 1000] [--analyze 200] [--json FILE]``
+Run: ``python bench/toyworld_build.py [--pairs 1000] [--analyze 200] [--json FILE]``
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is named like the package it benchmarks: keep its own folder off the import path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import argparse
 import json
 import os
 import tempfile
 import time
+from pathlib import Path
 
 import numpy as np
 
