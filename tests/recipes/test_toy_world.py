@@ -1,6 +1,6 @@
 """On the toy world, GRPO, DPO and RWR raise both the reward and the analyzer-measured true quality of fresh samples.
 
-A smaller version of ``bench/recipes.py --sections toy`` (whose reward, evaluation and recipe settings it reuses):
+A smaller version of ``bench/recipe_runs.py --sections toy`` (whose reward, evaluation and recipe settings it reuses):
 from the toy generator (the shipped checkpoint, or the folder in ``DESCORE_TOY_GENERATOR``), with the toy
 analyzer's overall score as the reward, 4 updates on 8 prompts; the mean reward and the true quality (the analyzer's
 mean overall score, 1-5) of 24 fresh samples of those prompts (seeds never used in training) must both rise by

@@ -10,17 +10,10 @@
    ``--updates`` updates each and measure, before and after (and every ``--eval-every`` updates), the mean reward and
    the analyzer-measured true quality (mean overall score, 1-5) of fresh samples of held-out prompts with fixed seeds.
 
-Run: ``python bench/recipes.py [--sections rollout update toy] [--updates 8] [--descore PATH] [--json FILE]``
+Run: ``python bench/recipe_runs.py [--sections rollout update toy] [--updates 8] [--descore PATH] [--json FILE]``
 """
 
 from __future__ import annotations
-
-import sys
-from pathlib import Path
-
-# This file is named like the package it benchmarks: keep its own folder off the import path.
-if sys.path and Path(sys.path[0]).resolve() == Path(__file__).resolve().parent:
-    sys.path.pop(0)
 
 import argparse
 import json
@@ -29,6 +22,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import torch
