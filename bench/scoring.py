@@ -52,35 +52,36 @@ def main() -> None:
     scorer.score(videos[:2], [prompt] * 2, think=True, generation={"max_new_tokens": 8}, progress=False)  # warm-up
     print(f"Qwen3-VL size={args.size} ({params:.1f}M parameters), 8 frames 128x128 per video, {args.threads} threads")
 
-    print("\n1. think-then-score, one video (seconds, best of %d)" % args.repeats)
-    print(f"{'CoT':>5} {'generate only':>14} {'KV reuse':>10} {'reference':>10} {'KV extra':>9} {'ref extra':>10} {'ref/KV':>7}")
+    print(f"\n1. think-then-score, one video: cost of reading the score after the CoT (seconds, best of {args.repeats})")
+    print("   generate = writing the CoT; KV step = query token on the generation's cache (ours);")
+    print("   re-prefill = the reference's second full forward over video + prompt + CoT + query token")
+    print(f"{'CoT':>5} {'generate':>9} {'KV step':>8} {'re-prefill':>11} {'KV extra':>9} {'ref extra':>10} {'ref/KV':>7}")
+    settings = scorer.config.sampling
     for length in args.cot_lengths:
-        gen = {"max_new_tokens": length, "min_new_tokens": length}
-        inputs_cache = {}
-
-        def generate_only():
+        t_gen = t_kv = t_ref = float("inf")
+        for _ in range(args.repeats):
             with torch.inference_mode():
-                items, _ = scorer._prepare(videos[:1], [prompt], [None], [None], scorer.config.sampling, dedupe=True)
-                inputs = scorer._encode(items, scorer.config.sampling)
+                items, _ = scorer._prepare(videos[:1], [prompt], [None], [None], settings, dedupe=True)
+                inputs = scorer._encode(items, settings)
+                start = time.perf_counter()
                 out = scorer.model.backbone.generate(
-                    **inputs, do_sample=False, repetition_penalty=1.05, pad_token_id=scorer.tokenizer.pad_token_id,
-                    **gen,
+                    **inputs, do_sample=False, repetition_penalty=1.05, max_new_tokens=length,
+                    min_new_tokens=length, pad_token_id=scorer.tokenizer.pad_token_id, return_dict_in_generate=True,
                 )
-                inputs_cache["ids"] = out[0, inputs["input_ids"].shape[1]:].tolist()
-
-        def kv_reuse():
-            scorer.score(videos[:1], [prompt], think=True, generation=gen, progress=False)
-
-        def reference():
-            out = scorer.score(videos[:1], [prompt], think=True, generation=gen, progress=False)  # stands for the vLLM generation
-            scorer.score(videos[:1], [prompt], cots=out.cot_token_ids, progress=False)  # second full prefill incl. the video
-
-        t_gen = timed(generate_only, args.repeats)
-        t_kv = timed(kv_reuse, args.repeats)
-        t_ref = timed(reference, args.repeats)
+                t_gen = min(t_gen, time.perf_counter() - start)
+                generated = out.sequences[:, inputs["input_ids"].shape[1]:]
+                mask = torch.ones_like(generated, dtype=torch.bool)
+                start = time.perf_counter()
+                kv_reward = scorer.score_from_cache(inputs, out.sequences, mask, out.cache)
+                t_kv = min(t_kv, time.perf_counter() - start)
+                items[0].cot_ids = generated[0].tolist()
+                start = time.perf_counter()
+                ref_reward = scorer._score_full(items, settings)
+                t_ref = min(t_ref, time.perf_counter() - start)
+            assert torch.allclose(kv_reward, ref_reward, atol=1e-4), (kv_reward, ref_reward)
         print(
-            f"{length:>5} {t_gen:>14.3f} {t_kv:>10.3f} {t_ref:>10.3f} {100 * (t_kv / t_gen - 1):>8.1f}% "
-            f"{100 * (t_ref / t_gen - 1):>9.1f}% {t_ref / t_kv:>7.2f}"
+            f"{length:>5} {t_gen:>9.3f} {t_kv:>8.4f} {t_ref:>11.3f} {100 * t_kv / t_gen:>8.2f}% "
+            f"{100 * t_ref / t_gen:>9.1f}% {t_ref / t_kv:>7.1f}"
         )
 
     n = args.candidates
@@ -88,15 +89,15 @@ def main() -> None:
     gen = {"max_new_tokens": 32, "min_new_tokens": 32}
     prompts = [prompt] * n
     for label, kwargs in (("think-free", {"think": False}), ("think (CoT 32)", {"think": True, "generation": gen})):
-        t_batched = timed(lambda: scorer.score(videos, prompts, batch_size=n, progress=False, **kwargs), args.repeats)
-        t_single = timed(lambda: scorer.score(videos, prompts, batch_size=1, progress=False, **kwargs), args.repeats)
+        t_batched = timed(lambda kw=kwargs: scorer.score(videos, prompts, batch_size=n, progress=False, **kw), args.repeats)
+        t_single = timed(lambda kw=kwargs: scorer.score(videos, prompts, batch_size=1, progress=False, **kw), args.repeats)
         print(f"   {label:<15} batched {t_batched:7.3f}  one-by-one {t_single:7.3f}  speedup {t_single / t_batched:5.2f}x")
 
     print("\n3. cost per video, batched")
     t_free = timed(lambda: scorer.score(videos, prompts, batch_size=n, think=False, progress=False), args.repeats) / n
     for length in args.cot_lengths:
         g2 = {"max_new_tokens": length, "min_new_tokens": length}
-        t_think = timed(lambda: scorer.score(videos, prompts, batch_size=n, think=True, generation=g2, progress=False), 1) / n
+        t_think = timed(lambda g=g2: scorer.score(videos, prompts, batch_size=n, think=True, generation=g, progress=False), 1) / n
         print(f"   think-free {t_free:.3f} s/video, think (CoT {length}) {t_think:.3f} s/video: ratio {t_think / t_free:.1f}x")
 
 
