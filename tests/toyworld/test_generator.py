@@ -1,34 +1,25 @@
-"""The toy generator: the shipped checkpoint loads offline and follows toy prompts far better than a random-init
-pipeline of the same architecture; training is reproducible by seed and writes a loadable pipeline."""
+"""The toy generator: training is reproducible by seed and writes a loadable pipeline; bad inputs and the CLI.
+(The shipped checkpoint and its prompt-following test arrive with the checkpoint itself.)"""
 
 from __future__ import annotations
 
 import argparse
 
-import numpy as np
 import pytest
 import torch
-from diffusers import WanPipeline
 from safetensors.torch import load_file
 
 from descore.errors import CheckpointError, ConfigError
 from toyworld.generator import (
-    DEFAULT_CHECKPOINT,
-    TOY_GENERATOR_CALL,
-    TRAINING_RECORD,
-    TrainingSettings,
     WORLD,
+    TrainingSettings,
     add_generator_commands,
     build_toy_generator,
-    encode_videos,
-    evaluate_generator,
     generate_videos,
     load_toy_generator,
     toy_prompts,
     train_toy_generator,
 )
-from toyworld.render import render
-from toyworld.scene import sample_scene
 
 
 @pytest.fixture(autouse=True)
@@ -39,61 +30,12 @@ def _one_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="module")
-def shipped() -> WanPipeline:
-    return load_toy_generator()
-
-
 def _weights(folder) -> dict[str, torch.Tensor]:
     out = {}
     for file in sorted(folder.rglob("*.safetensors")):
         for key, value in load_file(file).items():
             out[f"{file.parent.name}/{key}"] = value
     return out
-
-
-def test_shipped_checkpoint_is_small_and_loads_offline_with_diffusers():
-    files = [f for f in DEFAULT_CHECKPOINT.rglob("*") if f.is_file()]
-    assert sum(f.stat().st_size for f in files) < 10 * 2**20
-    assert {f.suffix for f in files} <= {".json", ".safetensors"}  # all shipped as package data
-    pipe = WanPipeline.from_pretrained(DEFAULT_CHECKPOINT, local_files_only=True)
-    assert type(pipe.transformer).__name__ == "WanTransformer3DModel"
-    assert type(pipe.vae).__name__ == "AutoencoderKLWan"
-    assert type(pipe.text_encoder).__name__ == "UMT5EncoderModel"
-    assert (DEFAULT_CHECKPOINT / TRAINING_RECORD).is_file()
-
-
-def test_shipped_generator_makes_videos_of_the_documented_shape(shipped):
-    prompts = toy_prompts(2, seed=11)
-    videos = generate_videos(shipped, prompts, [5, 6])
-    assert videos.shape == (2, WORLD.num_frames, 3, WORLD.height, WORLD.width)
-    assert 0.0 <= videos.min() and videos.max() <= 1.0
-    # A video depends on its own prompt and seed only: alone or in a batch, the same pixels.
-    alone = generate_videos(shipped, prompts[1:], [6])
-    np.testing.assert_allclose(alone[0], videos[1], atol=1e-4)
-    frames = shipped(prompts[0], generator=torch.Generator().manual_seed(5), output_type="np", **TOY_GENERATOR_CALL).frames
-    assert frames.shape == (1, WORLD.num_frames, WORLD.height, WORLD.width, 3)
-
-
-def test_shipped_vae_is_per_frame(shipped):
-    """Frames are encoded independently: a video's latents are its single frames' latents."""
-    videos = render([sample_scene(np.random.default_rng(3), WORLD)], WORLD)
-    whole = encode_videos(shipped.vae, videos)[0]  # (z, T, h, w)
-    single = encode_videos(shipped.vae, videos[0][:, None])[:, :, 0]  # (T, z, h, w)
-    torch.testing.assert_close(whole.transpose(0, 1), single, atol=1e-5, rtol=0)
-
-
-def test_shipped_generator_follows_prompts_far_better_than_random_init(shipped):
-    prompts = toy_prompts(16, seed=2024)
-    seeds = list(range(100, 116))
-    trained = evaluate_generator(shipped, prompts, seeds)
-    random_init = evaluate_generator(build_toy_generator(seed=0), prompts, seeds)
-    assert trained.num_videos == 16 and trained.seconds_per_video < 1.0
-    for key, margin in (("colour", 0.4), ("background", 0.4)):
-        assert trained.agreement[key] >= random_init.agreement[key] + margin, key
-        # Agreement with its own prompt, not just with any toy video: well above the shuffled-prompt baseline.
-        assert trained.agreement[key] >= trained.chance[key] + 0.25, key
-    assert trained.agreement["overall"] >= random_init.agreement["overall"] + 0.5
 
 
 def test_smoke_training_writes_a_loadable_pipeline_and_is_deterministic(tmp_path):
