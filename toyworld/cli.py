@@ -193,3 +193,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     analyze_cmd.add_argument("--prompt", required=True, help="the prompt the video was made for")
     analyze_cmd.add_argument("--json", action="store_true", help="print all measurements as JSON")
     analyze_cmd.set_defaults(func=_run_analyze)
+
+    from toyworld.generator import add_generator_commands
+
+    add_generator_commands(commands)

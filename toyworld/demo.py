@@ -16,16 +16,17 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from descore.errors import CheckpointError
 from descore.scoring import DeScore
 from descore.video_io import write_video
 from pipelines import DeScorePipeline
 from toyworld.analyzer import analyze
+from toyworld.generator import DEFAULT_CHECKPOINT as DEFAULT_GENERATOR
 from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
 
 logger = logging.getLogger(__name__)
@@ -98,6 +99,7 @@ def run_demo(
 ) -> DemoReport:
     """Generate, rerank and guide; return everything the HTML report shows (``gifs=False``: measurements only)."""
     start = time.perf_counter()
+    _check_checkpoints(generator_path, reward_model_path)
     scorer = DeScore.from_pretrained(reward_model_path or DEFAULT_REWARD_MODEL)
     pipe = DeScorePipeline.from_pipe(load_toy_generator(generator_path), reward_model=scorer)
     pipe.set_progress_bar_config(disable=True)
@@ -139,6 +141,20 @@ def run_demo(
     return report
 
 
+def _check_checkpoints(generator_path: str | Path | None, reward_model_path: str | Path | None) -> None:
+    """Name every missing default checkpoint and how to produce it, before loading anything."""
+    missing = []
+    if generator_path is None and not (DEFAULT_GENERATOR / "model_index.json").is_file():
+        missing.append(f"the toy generator ({DEFAULT_GENERATOR}; `descore toy train-generator --out DIR`)")
+    if reward_model_path is None and not (DEFAULT_REWARD_MODEL / "descore_config.json").is_file():
+        missing.append(f"the toy DeScore ({DEFAULT_REWARD_MODEL}; train one with `descore train ...`, see docs)")
+    if missing:
+        raise CheckpointError(
+            "the demo needs checkpoints that are not in this installation: " + "; ".join(missing)
+            + ". Pass --generator / --reward-model to use your own."
+        )
+
+
 def _img(gif: bytes, title: str) -> str:
     data = base64.b64encode(gif).decode("ascii")
     return f'<img src="data:image/gif;base64,{data}" title="{html.escape(title)}" width="144" height="144">'
@@ -177,8 +193,10 @@ def render_html(report: DemoReport) -> str:
         "body{font-family:sans-serif;margin:2em;max-width:1200px} td{vertical-align:top;padding:6px;text-align:center}",
         ".win{background:#e6f4e6;outline:2px solid #3a3} pre{white-space:pre-wrap;background:#f6f6f6;padding:8px}",
         "</style></head><body><h1>descore demo: think-then-score on the toy world</h1>",
-        f"<p>Toy Wan generator + toy DeScore, offline on CPU, {report.seconds:.0f} s. The analyzer measures each video "
-        "from its pixels against the prompt (the toy world's ground truth, 1-5).</p>",
+        (
+            f"<p>Toy Wan generator + toy DeScore, offline on CPU, {report.seconds:.0f} s. The analyzer measures each "
+            "video from its pixels against the prompt (the toy world's ground truth, 1-5).</p>"
+        ),
         "<h2>Summary</h2><ul>",
         f"<li>mean analyzer score of DeScore's pick: <b>{stats['descore_pick']:.2f}</b></li>",
         f"<li>of a random pick: {stats['random_pick']:.2f}; of the best candidate: {stats['best_candidate']:.2f}</li>",

@@ -55,3 +55,10 @@ def test_demo_cli_writes_a_self_contained_page(checkpoints, tmp_path, capsys):
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "http" not in page
     assert "DeScore's pick scores" in capsys.readouterr().out
+
+
+def test_demo_names_missing_checkpoints(tmp_path, capsys):
+    args = ["--generator", str(tmp_path / "nowhere"), "--reward-model", str(tmp_path / "none")]
+    code = main(["demo", "--out", str(tmp_path), *args])
+    assert code == 2
+    assert "none: not a directory" in capsys.readouterr().err
