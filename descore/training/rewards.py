@@ -129,8 +129,8 @@ class RewardRule:
         if self.length_shape == "step":
             if not thresholds or len(values) != len(thresholds) + 1:
                 problems.append(
-                    f"a step length rule needs n >= 1 length_thresholds and n + 1 length_values, got "
-                    f"{len(thresholds)} thresholds and {len(values)} values"
+                    f"a step length rule needs n >= 1 thresholds and n + 1 values (length_thresholds, length_values), "
+                    f"got {len(thresholds)} thresholds and {len(values)} values"
                 )
             elif any(not 0 <= v <= 1 for v in values):
                 problems.append(f"length_values must lie in [0, 1], got {list(values)}")
