@@ -60,7 +60,7 @@ TRAINING_RECORD = "toy_generator.json"
 #: coherence needs within the CPU budget (docs/toy_generator.md).
 WORLD = WorldConfig(height=48, width=48)
 
-#: Longest prompt in tokens the generator reads. Toy prompts are up to about 100 T5 tokens (many toy words are
+#: Longest prompt in tokens the generator reads. Toy prompts are up to about 110 T5 tokens (many toy words are
 #: spelled out piece by piece); the pipeline pads prompt embeddings with zeros to this length, and the transformer
 #: was trained with exactly this padding, so call the pipeline with this ``max_sequence_length``.
 MAX_SEQUENCE_LENGTH = 128
@@ -99,7 +99,7 @@ TOY_GENERATOR_CALL: dict[str, Any] = {
 }
 
 #: VAE training: pixels this far (RGB distance) from the background's tones count as object pixels, and weigh
-#: this much more in the reconstruction loss.
+#: 1 + this as much as background pixels in the reconstruction loss.
 OBJECT_PIXEL_DISTANCE = 0.15
 OBJECT_PIXEL_WEIGHT = 8.0
 
@@ -118,7 +118,14 @@ AGREEMENT_KEYS: tuple[str, ...] = (
 
 @dataclass(frozen=True)
 class TrainingSettings:
-    """Everything that determines a training run (stored with the checkpoint, so it can be reproduced)."""
+    """Everything that determines a training run (stored with the checkpoint, so it can be reproduced).
+
+    VAE phase: ``steps_vae`` steps of ``vae_batch_size`` single-frame ``vae_crop`` crops (0: whole frames) at
+    ``vae_lr``, with ``vae_kl_weight`` on the KL term. Transformer phase: latents of ``num_videos`` renders, a bank of
+    ``phrasings`` prompts per video and direction, ``steps_transformer`` steps of ``batch_size`` at ``lr`` (AdamW,
+    ``warmup_steps`` then cosine, ``weight_decay``, ``grad_clip``, EMA ``ema_decay``), ``caption_dropout`` empty
+    prompts and noise levels shifted by ``timestep_shift``.
+    """
 
     steps_vae: int = 1000
     steps_transformer: int = 8000
@@ -220,7 +227,7 @@ def _background_distance(frames: np.ndarray, scenes: Sequence[Scene]) -> np.ndar
 def vae_batch(rng: np.random.Generator, batch_size: int, crop: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Single frames (B, 3, 1, crop, crop) in [-1, 1] of fresh clean renders and per-pixel loss weights (B, 1, 1, crop,
     crop). Half of the crops are centred (with jitter) on an object, half placed anywhere; object pixels weigh
-    :data:`OBJECT_PIXEL_WEIGHT` times more than background ones, since objects cover a few percent of a frame."""
+    ``1 + OBJECT_PIXEL_WEIGHT`` times as much as background ones, since objects cover a few percent of a frame."""
     scenes = [sample_scene(rng, WORLD) for _ in range(batch_size)]
     videos = render(scenes, WORLD)
     picks = rng.integers(WORLD.num_frames, size=batch_size)
@@ -259,7 +266,7 @@ def train_vae(
     L1 + MSE loss and a small KL term; returns the reconstruction loss per step.
 
     The VAE is fully convolutional apart from one attention block on its smallest feature map, so it is trained on
-    crops (4x cheaper at half the side) and used on whole frames.
+    crops (cheaper per example, and centred on the objects half of the time) and used on whole frames.
     """
     make_per_frame(vae)
     vae.train()
@@ -653,7 +660,7 @@ def add_generator_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         help="train the toy text-to-video generator (a tiny Wan2.1) from scratch",
         description="Train the toy generator in two phases (per-frame VAE, then the transformer with rectified "
         "flow) on clean toy-world renders and save it as a WanPipeline. The defaults reproduce the shipped "
-        "checkpoint (about 25 minutes on one CPU thread).",
+        "checkpoint (about 22 minutes of CPU time on one thread).",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder for the pipeline")
     p.add_argument("--steps-vae", type=int, default=defaults.steps_vae, help="VAE training steps")
@@ -665,7 +672,9 @@ def add_generator_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         default=defaults.steps_transformer,
         help="transformer training steps",
     )
-    p.add_argument("--seed", type=int, default=defaults.seed)
+    p.add_argument(
+        "--seed", type=int, default=defaults.seed, help="seed of the initial weights and of all training data"
+    )
     p.add_argument(
         "--videos",
         dest="num_videos",
