@@ -1,0 +1,339 @@
+"""The toy DeScore checkpoint: toy dataset -> CoT SFT -> stage 1 -> stage 2 -> export, plus a discriminative baseline.
+
+``descore toy train-descore --out DIR`` (or :func:`train_toy_descore`) reproduces the checkpoint shipped in
+``toyworld/checkpoints/toy_descore``, on a CPU with one thread:
+
+1. **data**: a toy preference dataset (``toyworld.dataset.build_dataset``) with brief CoTs (ratings and answer only:
+   the toy backbone's context is short);
+2. **backbone**: the tiny ``toy`` Qwen3-VL (real architecture, random init, :func:`toyworld.tiny_models.save_qwen_vl`);
+3. **CoT SFT** (:mod:`descore.training.sft`): the random backbone learns to write the annotator's CoTs (every
+   language-model weight and the vision tower train; the toy backbone has nothing to preserve);
+4. **stage 1** (:mod:`descore.training.cold_start`): LoRA + query token + head, Bradley-Terry with the CoT dropped for
+   half of the pairs, plus a language-model loss on the kept CoTs so the model keeps writing them;
+5. **stage 2** (:mod:`descore.training.dual_rl`): GRPO on sampled CoTs with the rollout reward, auxiliary BT;
+6. **baseline**: stage 1 with ``cot_mask_prob: 1.0`` (think-free, discriminative) from the same SFT backbone, on the
+   same pairs and for the same number of steps;
+7. **evaluation** (:mod:`descore.evaluation`) on the in-domain and out-of-domain test splits: think, think-free and
+   given-CoT accuracy, with and without ties, and the generated CoTs' answer format and sub-score agreement.
+
+Every phase is seeded; the configs used are written as YAML next to the runs, and ``report.json`` holds timings and
+accuracies. The judge template is the compact one (:data:`COMPACT_TEMPLATE`): the full alignment judge is about 360
+tokens, longer than everything else in a toy sequence together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from descore.answer import parse_answer
+from descore.errors import ConfigError
+from descore.evaluation import evaluate_pairs
+from descore.pairs import load_pairs
+from descore.scoring import DeScore
+from descore.templates import TEMPLATES, JudgeTemplate
+from descore.training.cold_start import ColdStartConfig, ColdStartTrainer
+from descore.training.dual_rl import DualRLConfig, DualRLTrainer
+from descore.training.rewards import quality_reward
+from descore.training.sft import SFTConfig, SFTTrainer
+from toyworld.dataset import build_dataset
+from toyworld.scene import WorldConfig
+from toyworld.tiny_models import save_qwen_vl
+
+logger = logging.getLogger(__name__)
+
+#: The compact judge instruction of the toy checkpoint (63 tokens with the toy tokenizer, prompt excluded).
+COMPACT_TEMPLATE = JudgeTemplate(
+    name="compact_alignment_judge",
+    instruction=(
+        'Judge the video against the prompt "{prompt}": rate subject, dynamics (primary), camera, environment, style '
+        "(secondary) as 2, 1, 0 or N/A, then give the <answer> block."
+    ),
+)
+#: Where the shipped checkpoint lives.
+SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "toy_descore"
+#: The label the toy DeScore is trained and evaluated on (= the utility; VideoAlign's TA).
+DIMENSION = "Overall"
+#: Video sampling of the toy checkpoint: all 9 frames of a toy clip at 8 fps, 64 x 64 pixels (20 video tokens).
+TOY_SAMPLING = {"fps": 8.0, "min_frames": 2, "max_frames": 9, "min_pixels": 64 * 64, "max_pixels": 64 * 64}
+#: Greedy CoTs without repetition penalty (the brief CoT repeats its rating phrases); brief CoTs are <= 200 tokens.
+TOY_GENERATION = {"max_new_tokens": 256, "repetition_penalty": 1.0}
+
+
+def register_compact_template() -> None:
+    """Make :data:`COMPACT_TEMPLATE` known to ``descore.templates`` (a no-op once descore ships it)."""
+    known = TEMPLATES.get(COMPACT_TEMPLATE.name)
+    if known is None:
+        TEMPLATES[COMPACT_TEMPLATE.name] = COMPACT_TEMPLATE
+    elif known.instruction != COMPACT_TEMPLATE.instruction:
+        raise ConfigError(
+            f"descore.templates has a different {COMPACT_TEMPLATE.name!r} template than the toy checkpoint was "
+            "trained with"
+        )
+
+
+register_compact_template()
+
+
+@dataclass
+class ToyDeScoreRecipe:
+    """Every setting of the toy recipe. Phase dictionaries override fields of the phase's config class."""
+
+    seed: int = 0
+    pairs: int = 6000
+    """Pairs over all splits. A tiny model memorises a thousand pairs long before it generalises: data is cheap."""
+    videos_per_prompt: int = 3
+    split_fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    backbone_size: str = "toy"
+    sft: dict[str, Any] = field(
+        default_factory=lambda: {
+            "lora_r": None, "learning_rate": 1e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.05,
+            "batch_size": 16, "max_steps": 400,
+        }
+    )
+    stage1: dict[str, Any] = field(
+        default_factory=lambda: {
+            "lora_r": 32, "lora_alpha": 64.0, "lora_dropout": 0.0, "learning_rate": 2e-4, "batch_size": 16,
+            "gradient_accumulation_steps": 1, "max_steps": 300, "cot_mask_prob": 0.5, "lm_loss_weight": 1.0,
+        }
+    )
+    stage2: dict[str, Any] = field(
+        default_factory=lambda: {
+            "lora_r": 16, "lora_alpha": 32.0, "group_size": 4, "pairs_per_step": 4, "rollout_batch_size": 8,
+            "micro_batch_pairs": 2, "mini_batches": 2, "max_new_tokens": 256, "temperature": 1.0,
+            "length_thresholds": [100.0, 200.0, 300.0, 400.0], "learning_rate": 1e-4, "head_learning_rate": 1e-4,
+            "max_steps": 60,
+        }
+    )
+    baseline_steps: int | None = None
+    """Steps of the discriminative baseline (default: stage 1's)."""
+    eval_modes: tuple[str, ...] = ("think", "no_think", "given_cot")
+
+    @classmethod
+    def quick(cls) -> ToyDeScoreRecipe:
+        """A few steps of everything on a small dataset: checks the recipe runs (seconds, not a useful model)."""
+        recipe = cls(pairs=24, split_fractions=(0.5, 0.25, 0.25))
+        recipe.sft["max_steps"] = 2
+        recipe.stage1["max_steps"] = 2
+        recipe.stage2.update(max_steps=1, max_new_tokens=16, group_size=2, pairs_per_step=2, mini_batches=1)
+        return recipe
+
+
+@dataclass
+class PhaseTime:
+    name: str
+    seconds: float
+    cpu_seconds: float
+
+
+def _timed(times: list[PhaseTime], name: str):
+    class _Timer:
+        def __enter__(self):
+            self.wall, self.cpu = time.perf_counter(), time.process_time()
+
+        def __exit__(self, *exc):
+            times.append(PhaseTime(name, time.perf_counter() - self.wall, time.process_time() - self.cpu))
+            logger.info("%s: %.0f s", name, times[-1].seconds)
+
+    return _Timer()
+
+
+def _write_config(config: Any, path: Path) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+
+
+def evaluate_toy(scorer: DeScore, pair_file: Path, modes: Sequence[str], batch_size: int = 16) -> dict[str, Any]:
+    """Accuracy with and without ties per mode on one pair file; in think mode also the generated CoTs' answer
+    format rate and their sub-score agreement with the ground truth."""
+    pairs = load_pairs(pair_file, dimension=DIMENSION)
+    results: dict[str, Any] = {}
+    for mode in modes:
+        evaluation = evaluate_pairs(scorer, pairs, mode=mode, dimensions=[DIMENSION], batch_size=batch_size,
+                                    progress=False)
+        report = evaluation.dimensions[DIMENSION]
+        entry = {
+            "accuracy": report.without_ties.accuracy,
+            "accuracy_with_ties": report.with_ties.accuracy,
+            "tie_threshold": report.with_ties.epsilon,
+            "pairs": evaluation.num_pairs,
+            "seconds": evaluation.seconds,
+        }
+        if mode == "think":
+            answers, quality = [], []
+            for pair, cot_a, cot_b in zip(pairs, evaluation.cots_a, evaluation.cots_b):
+                for cot, truth in ((cot_a, pair.gt_subscores_a), (cot_b, pair.gt_subscores_b)):
+                    answer = parse_answer(cot or "")
+                    answers.append(answer is not None)
+                    quality.append(quality_reward(answer.dimensional_scores if answer else None, truth))
+            entry["cot_format"] = float(np.mean(answers))
+            entry["cot_subscore_agreement"] = float(np.mean(quality))
+        results[mode] = entry
+    return results
+
+
+def train_toy_descore(
+    out_dir: str | Path,
+    recipe: ToyDeScoreRecipe | None = None,
+    *,
+    export_to: str | Path | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Run the whole recipe into ``out_dir`` and return the report (also written to ``out_dir/report.json``).
+    ``export_to`` receives a copy of the final DeScore checkpoint with ``report.json``."""
+    import torch
+
+    recipe = recipe or ToyDeScoreRecipe()
+    out = Path(out_dir)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"{out}: folder is not empty; the recipe writes a fresh run")
+    torch.set_num_threads(1)
+    times: list[PhaseTime] = []
+    data = out / "data"
+    frames = out / "frames"
+    with _timed(times, "dataset"):
+        summary = build_dataset(data, recipe.pairs, recipe.seed, config=WorldConfig(), brief_cot=True,
+                                videos_per_prompt=recipe.videos_per_prompt, split_fractions=recipe.split_fractions,
+                                progress=progress)
+    train_file, test_files = summary.pair_files["train"], {s: summary.pair_files[s] for s in ("test_id", "test_ood")}
+    base = save_qwen_vl(out / "base", "qwen3_vl", recipe.backbone_size, seed=recipe.seed)
+    common = {"mixed_precision": "no", "seed": recipe.seed, "progress": progress, "video_cache_dir": str(frames),
+              "save_every": 0}
+
+    with _timed(times, "sft"):
+        sft = SFTConfig(**{
+            "model": str(base),
+            "model_config": {"sampling": TOY_SAMPLING, "template": COMPACT_TEMPLATE.name, "generation": TOY_GENERATION},
+            "train_file": str(train_file), "output_dir": str(out / "sft"), **common, **recipe.sft,
+        })
+        _write_config(sft, out / "configs" / "sft.yaml")
+        sft_dir = SFTTrainer(sft).train().final_dir
+
+    stage1_fields = {"model": str(sft_dir), "train_file": str(train_file), "dimension": DIMENSION, **common}
+    with _timed(times, "stage1"):
+        stage1 = ColdStartConfig(**{**stage1_fields, "output_dir": str(out / "stage1"), **recipe.stage1})
+        _write_config(stage1, out / "configs" / "stage1.yaml")
+        stage1_dir = ColdStartTrainer(stage1).train().final_dir
+
+    with _timed(times, "stage2"):
+        stage2 = DualRLConfig(**{
+            "model": str(stage1_dir), "train_file": str(train_file), "dimension": DIMENSION,
+            "output_dir": str(out / "stage2"), **common, **recipe.stage2,
+        })
+        _write_config(stage2, out / "configs" / "stage2.yaml")
+        final_dir = DualRLTrainer(stage2).train().final_dir
+
+    with _timed(times, "baseline"):
+        baseline_cfg = {**recipe.stage1, "cot_mask_prob": 1.0, "lm_loss_weight": 0.0}
+        if recipe.baseline_steps is not None:
+            baseline_cfg["max_steps"] = recipe.baseline_steps
+        baseline = ColdStartConfig(**{**stage1_fields, "output_dir": str(out / "baseline"), **baseline_cfg})
+        _write_config(baseline, out / "configs" / "baseline.yaml")
+        baseline_dir = ColdStartTrainer(baseline).train().final_dir
+
+    models = {
+        "descore": (final_dir, recipe.eval_modes),
+        "descore_stage1": (stage1_dir, recipe.eval_modes),
+        "discriminative_baseline": (baseline_dir, ("no_think",)),
+    }
+    results: dict[str, Any] = {}
+    with _timed(times, "evaluation"):
+        for name, (path, modes) in models.items():
+            scorer = DeScore.from_pretrained(path)
+            results[name] = {split: evaluate_toy(scorer, file, modes) for split, file in test_files.items()}
+    report = {
+        "recipe": asdict(recipe),
+        "seconds": {t.name: round(t.seconds, 1) for t in times},
+        "cpu_seconds": {t.name: round(t.cpu_seconds, 1) for t in times},
+        "total_seconds": round(sum(t.seconds for t in times), 1),
+        "pairs": summary.pairs,
+        "results": results,
+        "stage2_history": _stage2_curve(out / "stage2"),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if export_to is not None:
+        export_checkpoint(final_dir, export_to, report)
+    return report
+
+
+def _stage2_curve(run: Path) -> list[dict[str, float]]:
+    from descore.training import read_metrics
+
+    keys = ("step", "reward", "reward_quality", "reward_format", "reward_length", "kl", "clip_fraction",
+            "bt_accuracy", "cot_tokens")
+    return [{k: m[k] for k in keys if k in m} for m in read_metrics(run) if "reward" in m]
+
+
+def export_checkpoint(final_dir: str | Path, target: str | Path, report: dict[str, Any]) -> Path:
+    """Copy a trained DeScore checkpoint and its report to ``target`` (replacing what was there)."""
+    target = Path(target)
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(final_dir, target)
+    (target / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return target
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """A table of the accuracies (without ties / with ties) per model, split and mode."""
+    lines = [f"total {report['total_seconds']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in report['seconds'].items())})"]
+    for model, splits in report["results"].items():
+        for split, modes in splits.items():
+            cells = ", ".join(
+                f"{mode} {r['accuracy']:.3f} / {r['accuracy_with_ties']:.3f}" for mode, r in modes.items()
+            )
+            lines.append(f"{model:24s} {split:9s} {cells}")
+    return "\n".join(lines)
+
+
+def _run(args: argparse.Namespace) -> int:
+    recipe = ToyDeScoreRecipe.quick() if args.quick else ToyDeScoreRecipe()
+    recipe.seed = args.seed
+    report = train_toy_descore(args.out, recipe, export_to=args.export, progress=not args.quiet)
+    print(format_report(report))
+    print(f"report written to {Path(args.out) / 'report.json'}")
+    return 0
+
+
+def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
+    """Add ``descore toy train-descore`` to the ``descore toy`` sub-commands."""
+    p = toy_subparsers.add_parser(
+        "train-descore",
+        help="train the toy DeScore checkpoint (SFT, stage 1, stage 2) and its discriminative baseline",
+        description="Build a toy dataset, teach the tiny toy backbone the judge's CoT, run stage 1 and stage 2, "
+        "train the discriminative baseline on the same pairs and evaluate both in-domain and out-of-domain. "
+        f"About 30 minutes on one CPU thread. The shipped checkpoint ({SHIPPED_CHECKPOINT}) is "
+        "`--export toyworld/checkpoints/toy_descore` of the default run.",
+    )
+    p.add_argument("--out", required=True, help="new or empty folder for data, runs, configs and report.json")
+    p.add_argument("--seed", type=int, default=0, help="seed of the dataset and of every training phase")
+    p.add_argument("--export", default=None, help="copy the final checkpoint (with report.json) here")
+    p.add_argument("--quick", action="store_true", help="a few steps of everything (checks the recipe runs)")
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.set_defaults(func=_run)
+
+
+__all__ = [
+    "COMPACT_TEMPLATE",
+    "DIMENSION",
+    "SHIPPED_CHECKPOINT",
+    "TOY_GENERATION",
+    "TOY_SAMPLING",
+    "ToyDeScoreRecipe",
+    "add_descore_commands",
+    "evaluate_toy",
+    "export_checkpoint",
+    "format_report",
+    "register_compact_template",
+    "train_toy_descore",
+]
