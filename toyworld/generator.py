@@ -660,7 +660,7 @@ def add_generator_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         help="train the toy text-to-video generator (a tiny Wan2.1) from scratch",
         description="Train the toy generator in two phases (per-frame VAE, then the transformer with rectified "
         "flow) on clean toy-world renders and save it as a WanPipeline. The defaults reproduce the shipped "
-        "checkpoint (about 22 minutes of CPU time on one thread).",
+        "checkpoint (about 21 minutes of CPU time on one thread).",
     )
     p.add_argument("--out", required=True, type=Path, help="output folder for the pipeline")
     p.add_argument("--steps-vae", type=int, default=defaults.steps_vae, help="VAE training steps")
