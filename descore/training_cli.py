@@ -116,17 +116,25 @@ def _run_dual_rl(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_stage(stages: argparse._SubParsersAction, name: str, config_class: Any, epilog: str, func: Any,
-               **texts: str) -> None:
+def _add_stage(
+    stages: argparse._SubParsersAction, name: str, config_class: Any, epilog: str, func: Any, **texts: str
+) -> None:
     from descore.training.config import describe_fields
 
     p = stages.add_parser(
-        name, epilog=epilog.format(fields=describe_fields(config_class)),
-        formatter_class=argparse.RawDescriptionHelpFormatter, **texts
+        name,
+        epilog=epilog.format(fields=describe_fields(config_class)),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **texts,
     )
-    p.add_argument("--config", required=True, metavar="FILE", help=f"YAML file of {config_class.__name__} fields")
     p.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="override a config field (VALUE is read as YAML); repeatable"
+        "--config", required=True, metavar="FILE", help=f"YAML file of {config_class.__name__} fields"
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="override a config field (VALUE is read as YAML); repeatable",
     )
     p.add_argument("--resume", action="store_true", help="continue from the newest checkpoint in output_dir")
     p.set_defaults(func=func)
@@ -199,12 +207,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     from descore.training.sft import SFTConfig
 
     _add_stage(
-        stages, "sft", SFTConfig, SFT_EPILOG, _run_sft,
+        stages,
+        "sft",
+        SFTConfig,
+        SFT_EPILOG,
+        _run_sft,
         help="optional: teacher-forced SFT on annotated chains of thought (before stage 1)",
         description="CoT SFT from a YAML config: the backbone learns to write the judge's chain of thought.",
     )
     _add_stage(
-        stages, "dual-rl", DualRLConfig, DUAL_RL_EPILOG, _run_dual_rl,
+        stages,
+        "dual-rl",
+        DualRLConfig,
+        DUAL_RL_EPILOG,
+        _run_dual_rl,
         help="stage 2: GRPO on sampled CoTs + auxiliary Bradley-Terry on the head",
         description="Stage 2 (dual-objective RL) from a YAML config.",
     )

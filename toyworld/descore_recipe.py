@@ -90,29 +90,48 @@ class ToyDeScoreRecipe:
     """Every setting of the toy recipe. Phase dictionaries override fields of the phase's config class."""
 
     seed: int = 0
-    pairs: int = 6000
-    """Pairs over all splits. A tiny model memorises a thousand pairs long before it generalises: data is cheap."""
+    pairs: int = 3000
+    """Pairs over all splits (three videos per prompt, so about one video per pair)."""
     videos_per_prompt: int = 3
-    split_fractions: tuple[float, float, float] = (0.9, 0.05, 0.05)
+    split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
     backbone_size: str = "toy"
     sft: dict[str, Any] = field(
         default_factory=lambda: {
-            "lora_r": None, "learning_rate": 1e-3, "lr_scheduler": "cosine", "warmup_ratio": 0.05,
-            "batch_size": 16, "max_steps": 400,
+            "lora_r": None,
+            "learning_rate": 1e-3,
+            "lr_scheduler": "cosine",
+            "warmup_ratio": 0.05,
+            "batch_size": 16,
+            "max_steps": 400,
         }
     )
     stage1: dict[str, Any] = field(
         default_factory=lambda: {
-            "lora_r": 32, "lora_alpha": 64.0, "lora_dropout": 0.0, "learning_rate": 2e-4, "batch_size": 16,
-            "gradient_accumulation_steps": 1, "max_steps": 300, "cot_mask_prob": 0.5, "lm_loss_weight": 1.0,
+            "lora_r": 32,
+            "lora_alpha": 64.0,
+            "lora_dropout": 0.0,
+            "learning_rate": 2e-4,
+            "batch_size": 16,
+            "gradient_accumulation_steps": 1,
+            "max_steps": 200,
+            "cot_mask_prob": 0.5,
+            "lm_loss_weight": 1.0,
         }
     )
     stage2: dict[str, Any] = field(
         default_factory=lambda: {
-            "lora_r": 16, "lora_alpha": 32.0, "group_size": 4, "pairs_per_step": 4, "rollout_batch_size": 8,
-            "micro_batch_pairs": 2, "mini_batches": 2, "max_new_tokens": 256, "temperature": 1.0,
-            "length_thresholds": [100.0, 200.0, 300.0, 400.0], "learning_rate": 1e-4, "head_learning_rate": 1e-4,
-            "max_steps": 60,
+            "lora_r": 16,
+            "lora_alpha": 32.0,
+            "group_size": 4,
+            "pairs_per_step": 8,
+            "rollout_batch_size": 16,
+            "micro_batch_pairs": 2,
+            "mini_batches": 2,
+            "max_new_tokens": 256,
+            "temperature": 1.0,
+            "length_thresholds": [100.0, 200.0, 300.0, 400.0],
+            "learning_rate": 5e-4,
+            "max_steps": 40,
         }
     )
     baseline_steps: int | None = None
@@ -153,14 +172,17 @@ def _write_config(config: Any, path: Path) -> None:
     path.write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
 
 
-def evaluate_toy(scorer: DeScore, pair_file: Path, modes: Sequence[str], batch_size: int = 16) -> dict[str, Any]:
+def evaluate_toy(
+    scorer: DeScore, pair_file: Path, modes: Sequence[str], batch_size: int = 16
+) -> dict[str, Any]:
     """Accuracy with and without ties per mode on one pair file; in think mode also the generated CoTs' answer
     format rate and their sub-score agreement with the ground truth."""
     pairs = load_pairs(pair_file, dimension=DIMENSION)
     results: dict[str, Any] = {}
     for mode in modes:
-        evaluation = evaluate_pairs(scorer, pairs, mode=mode, dimensions=[DIMENSION], batch_size=batch_size,
-                                    progress=False)
+        evaluation = evaluate_pairs(
+            scorer, pairs, mode=mode, dimensions=[DIMENSION], batch_size=batch_size, progress=False
+        )
         report = evaluation.dimensions[DIMENSION]
         entry = {
             "accuracy": report.without_ties.accuracy,
@@ -202,20 +224,44 @@ def train_toy_descore(
     data = out / "data"
     frames = out / "frames"
     with _timed(times, "dataset"):
-        summary = build_dataset(data, recipe.pairs, recipe.seed, config=WorldConfig(), brief_cot=True,
-                                videos_per_prompt=recipe.videos_per_prompt, split_fractions=recipe.split_fractions,
-                                progress=progress)
-    train_file, test_files = summary.pair_files["train"], {s: summary.pair_files[s] for s in ("test_id", "test_ood")}
+        summary = build_dataset(
+            data,
+            recipe.pairs,
+            recipe.seed,
+            config=WorldConfig(),
+            brief_cot=True,
+            videos_per_prompt=recipe.videos_per_prompt,
+            split_fractions=recipe.split_fractions,
+            progress=progress,
+        )
+    train_file, test_files = (
+        summary.pair_files["train"],
+        {s: summary.pair_files[s] for s in ("test_id", "test_ood")},
+    )
     base = save_qwen_vl(out / "base", "qwen3_vl", recipe.backbone_size, seed=recipe.seed)
-    common = {"mixed_precision": "no", "seed": recipe.seed, "progress": progress, "video_cache_dir": str(frames),
-              "save_every": 0}
+    common = {
+        "mixed_precision": "no",
+        "seed": recipe.seed,
+        "progress": progress,
+        "video_cache_dir": str(frames),
+        "save_every": 0,
+    }
 
     with _timed(times, "sft"):
-        sft = SFTConfig(**{
-            "model": str(base),
-            "model_config": {"sampling": TOY_SAMPLING, "template": COMPACT_TEMPLATE.name, "generation": TOY_GENERATION},
-            "train_file": str(train_file), "output_dir": str(out / "sft"), **common, **recipe.sft,
-        })
+        sft = SFTConfig(
+            **{
+                "model": str(base),
+                "model_config": {
+                    "sampling": TOY_SAMPLING,
+                    "template": COMPACT_TEMPLATE.name,
+                    "generation": TOY_GENERATION,
+                },
+                "train_file": str(train_file),
+                "output_dir": str(out / "sft"),
+                **common,
+                **recipe.sft,
+            }
+        )
         _write_config(sft, out / "configs" / "sft.yaml")
         sft_dir = SFTTrainer(sft).train().final_dir
 
@@ -226,10 +272,16 @@ def train_toy_descore(
         stage1_dir = ColdStartTrainer(stage1).train().final_dir
 
     with _timed(times, "stage2"):
-        stage2 = DualRLConfig(**{
-            "model": str(stage1_dir), "train_file": str(train_file), "dimension": DIMENSION,
-            "output_dir": str(out / "stage2"), **common, **recipe.stage2,
-        })
+        stage2 = DualRLConfig(
+            **{
+                "model": str(stage1_dir),
+                "train_file": str(train_file),
+                "dimension": DIMENSION,
+                "output_dir": str(out / "stage2"),
+                **common,
+                **recipe.stage2,
+            }
+        )
         _write_config(stage2, out / "configs" / "stage2.yaml")
         final_dir = DualRLTrainer(stage2).train().final_dir
 
@@ -269,8 +321,17 @@ def train_toy_descore(
 def _stage2_curve(run: Path) -> list[dict[str, float]]:
     from descore.training import read_metrics
 
-    keys = ("step", "reward", "reward_quality", "reward_format", "reward_length", "kl", "clip_fraction",
-            "bt_accuracy", "cot_tokens")
+    keys = (
+        "step",
+        "reward",
+        "reward_quality",
+        "reward_format",
+        "reward_length",
+        "kl",
+        "clip_fraction",
+        "bt_accuracy",
+        "cot_tokens",
+    )
     return [{k: m[k] for k in keys if k in m} for m in read_metrics(run) if "reward" in m]
 
 
@@ -286,7 +347,9 @@ def export_checkpoint(final_dir: str | Path, target: str | Path, report: dict[st
 
 def format_report(report: dict[str, Any]) -> str:
     """A table of the accuracies (without ties / with ties) per model, split and mode."""
-    lines = [f"total {report['total_seconds']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in report['seconds'].items())})"]
+    lines = [
+        f"total {report['total_seconds']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in report['seconds'].items())})"
+    ]
     for model, splits in report["results"].items():
         for split, modes in splits.items():
             cells = ", ".join(

@@ -96,92 +96,156 @@ class DualRLConfig:
     reward 0.7 quality + 0.1 format + 0.2 length with the reference's character steps, AdamW lr 1e-6, wd 1e-2)."""
 
     # -- model and data
-    model: str | None = field(default=None, metadata=_help("DeScore checkpoint to start from (stage 1's final/)"))
+    model: str | None = field(
+        default=None, metadata=_help("DeScore checkpoint to start from (stage 1's final/)")
+    )
     model_dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata=_help("dtype of the frozen weights; trainable weights are always float32")
     )
     train_file: str = field(
         default="",
-        metadata=_help("preference pairs with ground-truth sub-scores (gt_<dimension>_A/B columns)", required=True),
+        metadata=_help(
+            "preference pairs with ground-truth sub-scores (gt_<dimension>_A/B columns)", required=True
+        ),
     )
-    eval_file: str | None = field(default=None, metadata=_help("held-out pairs evaluated every eval_every steps and at the end"))
-    video_root: str | None = field(default=None, metadata=_help("folder relative video paths resolve against"))
-    dimension: str | None = field(default=None, metadata=_help("label column of the BT loss (required when the file has several)"))
-    output_dir: str = field(default="", metadata=_help("where checkpoints, metrics.jsonl and final/ are written", required=True))
-    video_cache_dir: str | None = field(default=None, metadata=_help("folder for decoded frames; None keeps them in memory"))
+    eval_file: str | None = field(
+        default=None, metadata=_help("held-out pairs evaluated every eval_every steps and at the end")
+    )
+    video_root: str | None = field(
+        default=None, metadata=_help("folder relative video paths resolve against")
+    )
+    dimension: str | None = field(
+        default=None, metadata=_help("label column of the BT loss (required when the file has several)")
+    )
+    output_dir: str = field(
+        default="", metadata=_help("where checkpoints, metrics.jsonl and final/ are written", required=True)
+    )
+    video_cache_dir: str | None = field(
+        default=None, metadata=_help("folder for decoded frames; None keeps them in memory")
+    )
     # -- what is trained
     lora_r: int = field(default=64, metadata=_help("LoRA rank"))
     lora_alpha: float = field(default=128.0, metadata=_help("LoRA scaling numerator (scale = alpha / r)"))
     lora_dropout: float = field(
-        default=0.0, metadata=_help("dropout on the LoRA input (> 0 makes the first importance ratio differ from 1)")
+        default=0.0,
+        metadata=_help("dropout on the LoRA input (> 0 makes the first importance ratio differ from 1)"),
     )
     lora_target_modules: list[str] = field(
-        default_factory=lambda: list(LANGUAGE_MODEL_LINEAR), metadata=_help("language-model linear layers with LoRA")
+        default_factory=lambda: list(LANGUAGE_MODEL_LINEAR),
+        metadata=_help("language-model linear layers with LoRA"),
     )
     # -- rollouts
     group_size: int = field(default=8, metadata=_help("CoTs sampled per video (the GRPO group, G)"))
-    pairs_per_step: int = field(default=16, metadata=_help("preference pairs per step per process (2 x G rollouts each)"))
-    rollout_batch_size: int = field(default=8, metadata=_help("videos per generate call (each sampled G times)"))
-    temperature: float = field(default=1.0, metadata=_help("sampling temperature (log-probabilities use the same)"))
+    pairs_per_step: int = field(
+        default=16, metadata=_help("preference pairs per step per process (2 x G rollouts each)")
+    )
+    rollout_batch_size: int = field(
+        default=8, metadata=_help("videos per generate call (each sampled G times)")
+    )
+    temperature: float = field(
+        default=1.0, metadata=_help("sampling temperature (log-probabilities use the same)")
+    )
     top_p: float = field(default=1.0, metadata=_help("nucleus sampling threshold"))
-    max_new_tokens: int = field(default=4096, metadata=_help("longest CoT sampled (a longer one is cut, no end of turn)"))
+    max_new_tokens: int = field(
+        default=4096, metadata=_help("longest CoT sampled (a longer one is cut, no end of turn)")
+    )
     # -- rollout reward
-    quality_weight: float = field(default=0.7, metadata=_help("weight of sub-score agreement with the ground truth"))
+    quality_weight: float = field(
+        default=0.7, metadata=_help("weight of sub-score agreement with the ground truth")
+    )
     format_weight: float = field(default=0.1, metadata=_help("weight of a valid answer block"))
     length_weight: float = field(default=0.2, metadata=_help("weight of the length term"))
     quality_rule: Literal["exact", "distance"] = field(
-        default="exact", metadata=_help("exact: share of matching sub-scores; distance: partial credit 1 - |p - t| / 2")
+        default="exact",
+        metadata=_help("exact: share of matching sub-scores; distance: partial credit 1 - |p - t| / 2"),
     )
-    length_unit: Literal["chars", "tokens"] = field(default="chars", metadata=_help("what the length term counts"))
+    length_unit: Literal["chars", "tokens"] = field(
+        default="chars", metadata=_help("what the length term counts")
+    )
     length_shape: Literal["step", "linear"] = field(
-        default="step", metadata=_help("step: length_values at length_thresholds; linear: 0 -> 1 between two thresholds")
+        default="step",
+        metadata=_help("step: length_values at length_thresholds; linear: 0 -> 1 between two thresholds"),
     )
     length_thresholds: list[float] = field(
-        default_factory=lambda: list(REFERENCE_LENGTH_THRESHOLDS), metadata=_help("length thresholds (increasing)")
+        default_factory=lambda: list(REFERENCE_LENGTH_THRESHOLDS),
+        metadata=_help("length thresholds (increasing)"),
     )
     length_values: list[float] = field(
-        default_factory=lambda: list(REFERENCE_LENGTH_VALUES), metadata=_help("step rewards: one more than thresholds")
+        default_factory=lambda: list(REFERENCE_LENGTH_VALUES),
+        metadata=_help("step rewards: one more than thresholds"),
     )
     # -- GRPO
     clip_low: float = field(default=0.2, metadata=_help("lower clip range: ratio >= 1 - clip_low"))
     clip_high: float = field(default=0.3, metadata=_help("upper clip range: ratio <= 1 + clip_high"))
-    kl_coef: float = field(default=1e-5, metadata=_help("weight of the k3 KL estimator to the reference policy"))
-    advantage_eps: float = field(default=1e-6, metadata=_help("added to the group std before dividing"))
-    scale_advantages: bool = field(default=True, metadata=_help("divide advantages by the group std (false: centre only)"))
-    loss_aggregation: Literal["token_mean", "sequence_mean"] = field(
-        default="token_mean", metadata=_help("mean over all CoT tokens of an update, or over sequences of per-token means")
+    kl_coef: float = field(
+        default=1e-5, metadata=_help("weight of the k3 KL estimator to the reference policy")
     )
-    mini_batches: int = field(default=1, metadata=_help("optimizer updates per step (the step's pairs split evenly)"))
+    advantage_eps: float = field(default=1e-6, metadata=_help("added to the group std before dividing"))
+    scale_advantages: bool = field(
+        default=True, metadata=_help("divide advantages by the group std (false: centre only)")
+    )
+    loss_aggregation: Literal["token_mean", "sequence_mean"] = field(
+        default="token_mean",
+        metadata=_help("mean over all CoT tokens of an update, or over sequences of per-token means"),
+    )
+    mini_batches: int = field(
+        default=1, metadata=_help("optimizer updates per step (the step's pairs split evenly)")
+    )
     ppo_epochs: int = field(default=1, metadata=_help("passes over a step's rollouts"))
-    micro_batch_pairs: int = field(default=1, metadata=_help("pairs per forward/backward (2 x G sequences each)"))
+    micro_batch_pairs: int = field(
+        default=1, metadata=_help("pairs per forward/backward (2 x G sequences each)")
+    )
     # -- auxiliary Bradley-Terry
     bt_weight: float = field(default=5e-3, metadata=_help("weight of the BT loss on paired rollouts"))
-    ties: Literal["drop", "bt_ties"] = field(default="drop", metadata=_help("drop tied pairs from BT, or BT-with-ties"))
+    ties: Literal["drop", "bt_ties"] = field(
+        default="drop", metadata=_help("drop tied pairs from BT, or BT-with-ties")
+    )
     tie_k: float = field(default=5.0, metadata=_help("tie parameter of BT-with-ties"))
     # -- optimisation
     learning_rate: float = field(default=1e-6, metadata=_help("AdamW learning rate (LoRA, query row)"))
-    head_learning_rate: float | None = field(default=None, metadata=_help("learning rate of the head (default: learning_rate)"))
+    head_learning_rate: float | None = field(
+        default=None, metadata=_help("learning rate of the head (default: learning_rate)")
+    )
     weight_decay: float = field(default=1e-2, metadata=_help("AdamW weight decay"))
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
     adam_epsilon: float = field(default=1e-8, metadata=_help("AdamW epsilon"))
-    max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping norm (None: no clipping)"))
-    lr_scheduler: Literal["constant", "linear", "cosine"] = field(default="constant", metadata=_help("schedule after warmup"))
-    warmup_ratio: float = field(default=0.0, metadata=_help("share of the optimizer updates with linear warmup"))
-    num_epochs: float = field(default=1.0, metadata=_help("passes over the pairs (ignored when max_steps is set)"))
+    max_grad_norm: float | None = field(
+        default=1.0, metadata=_help("gradient clipping norm (None: no clipping)")
+    )
+    lr_scheduler: Literal["constant", "linear", "cosine"] = field(
+        default="constant", metadata=_help("schedule after warmup")
+    )
+    warmup_ratio: float = field(
+        default=0.0, metadata=_help("share of the optimizer updates with linear warmup")
+    )
+    num_epochs: float = field(
+        default=1.0, metadata=_help("passes over the pairs (ignored when max_steps is set)")
+    )
     max_steps: int | None = field(default=None, metadata=_help("rollout steps to run (overrides num_epochs)"))
     # -- machinery
-    mixed_precision: Literal["no", "bf16", "fp16"] = field(default="bf16", metadata=_help("accelerate mixed precision"))
-    gradient_checkpointing: bool = field(default=False, metadata=_help("activation checkpointing in the backbone"))
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(
+        default="bf16", metadata=_help("accelerate mixed precision")
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata=_help("activation checkpointing in the backbone")
+    )
     eval_every: int = field(default=0, metadata=_help("evaluate every this many steps (0: at the end only)"))
     eval_modes: list[str] = field(
-        default_factory=lambda: ["think", "no_think"], metadata=_help("evaluation modes: think, no_think, given_cot")
+        default_factory=lambda: ["think", "no_think"],
+        metadata=_help("evaluation modes: think, no_think, given_cot"),
     )
     eval_batch_size: int = field(default=8, metadata=_help("inputs per evaluation batch"))
-    eval_max_new_tokens: int | None = field(default=None, metadata=_help("cap on CoT length in think evaluation"))
+    eval_max_new_tokens: int | None = field(
+        default=None, metadata=_help("cap on CoT length in think evaluation")
+    )
     save_every: int = field(default=50, metadata=_help("write a checkpoint every this many steps (0: never)"))
-    save_total_limit: int | None = field(default=2, metadata=_help("keep only the newest checkpoints (None: keep all)"))
-    log_with: list[str] = field(default_factory=list, metadata=_help("accelerate trackers; metrics.jsonl is always written"))
+    save_total_limit: int | None = field(
+        default=2, metadata=_help("keep only the newest checkpoints (None: keep all)")
+    )
+    log_with: list[str] = field(
+        default_factory=list, metadata=_help("accelerate trackers; metrics.jsonl is always written")
+    )
     project_name: str = field(default="descore-dual-rl", metadata=_help("tracker project name"))
     seed: int = field(default=0, metadata=_help("seed of the data order, the sampling and LoRA init"))
     resume: bool = field(default=False, metadata=_help("continue from the newest checkpoint in output_dir"))
@@ -244,13 +308,26 @@ class DualRLConfig:
             ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
-            ("eval_max_new_tokens", self.eval_max_new_tokens is None or self.eval_max_new_tokens >= 1, ">= 1"),
+            (
+                "eval_max_new_tokens",
+                self.eval_max_new_tokens is None or self.eval_max_new_tokens >= 1,
+                ">= 1",
+            ),
             ("save_every", self.save_every >= 0, ">= 0"),
             ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
         ]
-        problems += [f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok]
+        problems += [
+            f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok
+        ]
         if self.pairs_per_step % self.mini_batches:
-            problems.append(f"pairs_per_step ({self.pairs_per_step}) must be a multiple of mini_batches ({self.mini_batches})")
+            problems.append(
+                f"pairs_per_step ({self.pairs_per_step}) must be a multiple of mini_batches ({self.mini_batches})"
+            )
+        elif (self.pairs_per_step // self.mini_batches) % self.micro_batch_pairs:
+            problems.append(
+                f"micro_batch_pairs ({self.micro_batch_pairs}) must divide the pairs of one update "
+                f"(pairs_per_step / mini_batches = {self.pairs_per_step // self.mini_batches})"
+            )
         bad_modes = [m for m in self.eval_modes if m not in EVAL_MODES]
         if bad_modes:
             problems.append(f"eval_modes {bad_modes} unknown; use {list(EVAL_MODES)}")
@@ -373,12 +450,18 @@ class DualRLTrainer:
         if not train.has_subscores:
             raise DataError(
                 cfg.train_file,
-                ["stage 2 needs ground-truth sub-scores (gt_<dimension>_A and gt_<dimension>_B) for every pair: "
-                 "the rollout reward compares the CoT's answer with them"],
+                [
+                    (
+                        "stage 2 needs ground-truth sub-scores (gt_<dimension>_A and gt_<dimension>_B) for every "
+                        "pair: the rollout reward compares the CoT's answer with them"
+                    )
+                ],
             )
         labels = train.labels(dimension)
         if cfg.ties == "drop" and all(int(label) == 0 for label in labels):
-            raise DataError(cfg.train_file, [f"every pair is a tie for {dimension!r}: the BT loss has nothing to learn"])
+            raise DataError(
+                cfg.train_file, [f"every pair is a tie for {dimension!r}: the BT loss has nothing to learn"]
+            )
         examples = [
             RLPair(p.video_a, p.video_b, p.prompt, int(label), dict(p.gt_subscores_a), dict(p.gt_subscores_b))
             for p, label in zip(train, labels)
@@ -405,9 +488,13 @@ class DualRLTrainer:
         with rewards and group-normalised advantages. Uses the global torch RNG (the trainer seeds it per step)."""
         cfg = self.config
         model, tokenizer = scorer.model, scorer.tokenizer
-        jobs = [job for p in pairs for job in ((p.video_a, p.prompt, p.truth_a), (p.video_b, p.prompt, p.truth_b))]
+        jobs = [
+            job for p in pairs for job in ((p.video_a, p.prompt, p.truth_a), (p.video_b, p.prompt, p.truth_b))
+        ]
         eos_ids = scorer._eos_ids()
-        special = {tokenizer.convert_tokens_to_ids(t) for t in control_tokens(tokenizer, [model.config.query_token])}
+        special = {
+            tokenizer.convert_tokens_to_ids(t) for t in control_tokens(tokenizer, [model.config.query_token])
+        }
         suppress = sorted(special - set(eos_ids) - {None, tokenizer.unk_token_id})
         backbone = model.backbone
         was_training = backbone.training
@@ -419,7 +506,9 @@ class DualRLTrainer:
                 inputs = encode_inputs(
                     scorer.processor, model.config, [j[1] for j in chunk], [frames.get(j[0]) for j in chunk]
                 )
-                inputs = {k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()}
+                inputs = {
+                    k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()
+                }
                 out = backbone.generate(
                     **inputs,
                     do_sample=True,
@@ -459,7 +548,11 @@ class DualRLTrainer:
         return group
 
     def micro_batches(
-        self, scorer: DeScore, frames: FrameStore, pairs: Sequence[RLPair], groups: Sequence[Sequence[Rollout]]
+        self,
+        scorer: DeScore,
+        frames: FrameStore,
+        pairs: Sequence[RLPair],
+        groups: Sequence[Sequence[Rollout]],
     ) -> list[MicroBatch]:
         """Encode the rollouts of ``micro_batch_pairs`` pairs at a time in the scoring layout."""
         cfg = self.config
@@ -476,10 +569,14 @@ class DualRLTrainer:
                         rollouts.append(rollout)
             inputs = encode_rows(scorer.processor, model.config, model.query_token_id, specs)
             rows, cols, targets = completion_targets(
-                inputs["input_ids"].shape[1], [len(r.cot_ids) for r in rollouts], [r.targets for r in rollouts]
+                inputs["input_ids"].shape[1],
+                [len(r.cot_ids) for r in rollouts],
+                [r.targets for r in rollouts],
             )
             advantages = torch.tensor([r.advantage for r in rollouts], dtype=torch.float32)
-            labels = torch.tensor([pairs[p].label for p in chunk for _ in range(cfg.group_size)], dtype=torch.long)
+            labels = torch.tensor(
+                [pairs[p].label for p in chunk for _ in range(cfg.group_size)], dtype=torch.long
+            )
             out.append(
                 MicroBatch(
                     inputs=inputs,
@@ -501,7 +598,13 @@ class DualRLTrainer:
             return module(batch.inputs, batch.rows, batch.cols, batch.targets)[1].float()
 
     def micro_loss(
-        self, forward: nn.Module, batch: MicroBatch, accelerator: Any, num_tokens: int, num_rows: int, num_bt: int
+        self,
+        forward: nn.Module,
+        batch: MicroBatch,
+        accelerator: Any,
+        num_tokens: int,
+        num_rows: int,
+        num_bt: int,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """The loss of one micro-batch, normalised by its update's token, sequence and BT-pair counts, and statistics
         (sums, so that they add up over micro-batches)."""
@@ -525,12 +628,23 @@ class DualRLTrainer:
         half = batch.num_rows // 2
         labels = batch.labels.to(rewards.device)
         decided = int((labels != 0).sum())
-        stats = {"pg_loss": float(pg_loss.detach()), "kl_loss": float(kl_loss.detach()), "kl_sum": float(kl.detach().sum()),
-                 "clipped": float((pg_clipped > pg_plain).sum()), "ratio_sum": float(ratio.detach().sum()),
-                 "ratio_dev": float((ratio.detach() - 1).abs().max()), "tokens": len(ratio),
-                 "bt_loss": 0.0, "bt_correct": 0.0, "bt_decided": decided, "bt_margin": 0.0}
+        stats = {
+            "pg_loss": float(pg_loss.detach()),
+            "kl_loss": float(kl_loss.detach()),
+            "kl_sum": float(kl.detach().sum()),
+            "clipped": float((pg_clipped > pg_plain).sum()),
+            "ratio_sum": float(ratio.detach().sum()),
+            "ratio_dev": float((ratio.detach() - 1).abs().max()),
+            "tokens": len(ratio),
+            "bt_loss": 0.0,
+            "bt_correct": 0.0,
+            "bt_decided": decided,
+            "bt_margin": 0.0,
+        }
         if cfg.bt_weight > 0 and (decided or cfg.ties == "bt_ties"):
-            out = pair_loss(rewards[:half], rewards[half:], labels, ties=cfg.ties, tie_k=cfg.tie_k, reduction="sum")
+            out = pair_loss(
+                rewards[:half], rewards[half:], labels, ties=cfg.ties, tie_k=cfg.tie_k, reduction="sum"
+            )
             loss = loss + cfg.bt_weight * out.loss / num_bt
             stats["bt_loss"] = float(out.loss.detach()) / num_bt
         if decided:
@@ -554,7 +668,9 @@ class DualRLTrainer:
         frames = FrameStore(model.config.sampling, cfg.video_cache_dir)
         videos = list(dict.fromkeys(v for p in examples for v in (p.video_a, p.video_b)))
         with accelerator.main_process_first():
-            frames.add_all(videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process)
+            frames.add_all(
+                videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process
+            )
         schedule = PairSchedule(
             num_pairs=len(examples),
             micro_batch=cfg.pairs_per_step,
@@ -586,8 +702,13 @@ class DualRLTrainer:
 
         history: list[dict[str, float]] = []
         evaluations: dict[str, PairEvaluation] = {}
-        bar = tqdm(total=total_steps, initial=start, desc="dual rl", unit="step",
-                   disable=not (cfg.progress and accelerator.is_local_main_process))
+        bar = tqdm(
+            total=total_steps,
+            initial=start,
+            desc="dual rl",
+            unit="step",
+            disable=not (cfg.progress and accelerator.is_local_main_process),
+        )
         forward.train()
         for step in range(start, total_steps):
             torch.manual_seed(_step_seed(cfg.seed, step, accelerator.process_index))
@@ -604,15 +725,27 @@ class DualRLTrainer:
             metrics = self._update(accelerator, forward, optimizer, scheduler, batches)
             metrics.update(_rollout_metrics(groups))
             done = step + 1
-            metrics.update(step=done, epoch=schedule.epoch_of(done), lr=scheduler.get_last_lr()[0],
-                           rollout_seconds=rollout_seconds, seconds=time.perf_counter() - began)
-            if cfg.eval_every and done % cfg.eval_every == 0 and eval_pairs is not None and done < total_steps:
+            metrics.update(
+                step=done,
+                epoch=schedule.epoch_of(done),
+                lr=scheduler.get_last_lr()[0],
+                rollout_seconds=rollout_seconds,
+                seconds=time.perf_counter() - began,
+            )
+            if (
+                cfg.eval_every
+                and done % cfg.eval_every == 0
+                and eval_pairs is not None
+                and done < total_steps
+            ):
                 evaluations = self._evaluate(accelerator, scorer, eval_pairs, dimension, forward)
                 metrics.update(_eval_metrics(evaluations, dimension))
             history.append(metrics)
             append_metrics(accelerator, self.output_dir, metrics)
             bar.update(1)
-            bar.set_postfix(reward=f"{metrics['reward']:.3f}", bt_acc=f"{metrics['bt_accuracy']:.2f}", refresh=False)
+            bar.set_postfix(
+                reward=f"{metrics['reward']:.3f}", bt_acc=f"{metrics['bt_accuracy']:.2f}", refresh=False
+            )
             if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
                 save_training_state(accelerator, self, done, model, optimizer, scheduler, data_state)
             for callback in self.callbacks:
@@ -620,13 +753,16 @@ class DualRLTrainer:
         bar.close()
         if eval_pairs is not None:
             evaluations = self._evaluate(accelerator, scorer, eval_pairs, dimension, forward)
-            append_metrics(accelerator, self.output_dir, {"step": total_steps, **_eval_metrics(evaluations, dimension)})
+            append_metrics(
+                accelerator, self.output_dir, {"step": total_steps, **_eval_metrics(evaluations, dimension)}
+            )
         final_dir = export_model(accelerator, scorer, peft_model, self.output_dir, cfg)
         accelerator.end_training()
         return DualRLResult(scorer, final_dir, total_steps, history, evaluations)
 
-    def _update(self, accelerator: Any, forward: nn.Module, optimizer, scheduler,
-                batches: list[MicroBatch]) -> dict[str, float]:
+    def _update(
+        self, accelerator: Any, forward: nn.Module, optimizer, scheduler, batches: list[MicroBatch]
+    ) -> dict[str, float]:
         """``ppo_epochs`` passes over the step's micro-batches, ``mini_batches`` optimizer updates per pass."""
         cfg = self.config
         per_update = math.ceil(len(batches) / cfg.mini_batches)
@@ -645,7 +781,9 @@ class DualRLTrainer:
                 for micro, batch in enumerate(group):
                     last = micro == len(group) - 1
                     with contextlib.nullcontext() if last else accelerator.no_sync(forward):
-                        loss, stats = self.micro_loss(forward, batch, accelerator, num_tokens, num_rows, num_bt)
+                        loss, stats = self.micro_loss(
+                            forward, batch, accelerator, num_tokens, num_rows, num_bt
+                        )
                         accelerator.backward(loss)
                     deviations.append(stats.pop("ratio_dev"))
                     for key, value in stats.items():
@@ -653,13 +791,16 @@ class DualRLTrainer:
                 if epoch == 0 and first == 0:
                     first_dev = max(deviations)
                 if cfg.max_grad_norm is not None:
-                    grad_norms.append(float(accelerator.clip_grad_norm_(forward.parameters(), cfg.max_grad_norm)))
+                    grad_norms.append(
+                        float(accelerator.clip_grad_norm_(forward.parameters(), cfg.max_grad_norm))
+                    )
                 optimizer.step()
                 scheduler.step()
                 optimizer.zero_grad(set_to_none=True)
         keys = sorted(totals)
         reduced = accelerator.reduce(
-            torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=accelerator.device), reduction="sum"
+            torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=accelerator.device),
+            reduction="sum",
         ).tolist()
         t = dict(zip(keys, reduced))
         updates = cfg.ppo_epochs * cfg.mini_batches * accelerator.num_processes
@@ -681,26 +822,41 @@ class DualRLTrainer:
         head = [p for p in model.score_head.parameters() if p.requires_grad]
         head_ids = {id(p) for p in head}
         rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [{"params": rest, "lr": cfg.learning_rate},
-                  {"params": head, "lr": cfg.head_learning_rate or cfg.learning_rate}]
-        return torch.optim.AdamW(groups, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
-                                 weight_decay=cfg.weight_decay)
+        groups = [
+            {"params": rest, "lr": cfg.learning_rate},
+            {"params": head, "lr": cfg.head_learning_rate or cfg.learning_rate},
+        ]
+        return torch.optim.AdamW(
+            groups,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_epsilon,
+            weight_decay=cfg.weight_decay,
+        )
 
-    def _evaluate(self, accelerator: Any, scorer: DeScore, pairs: PairDataset, dimension: str,
-                  forward: nn.Module) -> dict[str, PairEvaluation]:
+    def _evaluate(
+        self, accelerator: Any, scorer: DeScore, pairs: PairDataset, dimension: str, forward: nn.Module
+    ) -> dict[str, PairEvaluation]:
         cfg = self.config
         results: dict[str, PairEvaluation] = {}
         if accelerator.is_main_process:
             forward.eval()
-            generation = {} if cfg.eval_max_new_tokens is None else {"max_new_tokens": cfg.eval_max_new_tokens}
+            generation = (
+                {} if cfg.eval_max_new_tokens is None else {"max_new_tokens": cfg.eval_max_new_tokens}
+            )
             with accelerator.autocast():
                 for mode in cfg.eval_modes:
                     if mode == "given_cot" and not pairs.has_cot:
                         logger.info("eval file has no CoT_A / CoT_B: skipping given_cot evaluation")
                         continue
-                    results[mode] = evaluate_pairs(scorer, pairs, mode=mode, dimensions=[dimension],
-                                                   batch_size=cfg.eval_batch_size, generation=generation,
-                                                   progress=False)
+                    results[mode] = evaluate_pairs(
+                        scorer,
+                        pairs,
+                        mode=mode,
+                        dimensions=[dimension],
+                        batch_size=cfg.eval_batch_size,
+                        generation=generation,
+                        progress=False,
+                    )
             forward.train()
         accelerator.wait_for_everyone()
         return results

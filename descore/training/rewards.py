@@ -111,10 +111,16 @@ class RewardRule:
 
     def validate(self) -> None:
         problems = []
-        weights = {"quality_weight": self.quality_weight, "format_weight": self.format_weight,
-                   "length_weight": self.length_weight}
-        problems += [f"{k} must be a finite number >= 0, got {v!r}" for k, v in weights.items()
-                     if not (math.isfinite(v) and v >= 0)]
+        weights = {
+            "quality_weight": self.quality_weight,
+            "format_weight": self.format_weight,
+            "length_weight": self.length_weight,
+        }
+        problems += [
+            f"{k} must be a finite number >= 0, got {v!r}"
+            for k, v in weights.items()
+            if not (math.isfinite(v) and v >= 0)
+        ]
         if not any(problems) and sum(weights.values()) <= 0:
             problems.append("at least one reward weight must be > 0")
         if self.quality_rule not in ("exact", "distance"):
@@ -122,10 +128,14 @@ class RewardRule:
         if self.length_unit not in ("chars", "tokens"):
             problems.append(f"length_unit must be 'chars' or 'tokens', got {self.length_unit!r}")
         thresholds, values = self.length_thresholds, self.length_values
-        if list(thresholds) != sorted(thresholds) or len(set(thresholds)) != len(thresholds) or any(
-            t < 0 for t in thresholds
+        if (
+            list(thresholds) != sorted(thresholds)
+            or len(set(thresholds)) != len(thresholds)
+            or any(t < 0 for t in thresholds)
         ):
-            problems.append(f"length_thresholds must be distinct, non-negative and increasing, got {list(thresholds)}")
+            problems.append(
+                f"length_thresholds must be distinct, non-negative and increasing, got {list(thresholds)}"
+            )
         if self.length_shape == "step":
             if not thresholds or len(values) != len(thresholds) + 1:
                 problems.append(
@@ -136,7 +146,9 @@ class RewardRule:
                 problems.append(f"length_values must lie in [0, 1], got {list(values)}")
         elif self.length_shape == "linear":
             if len(thresholds) != 2:
-                problems.append(f"a linear length rule needs 2 thresholds (0 at the first, 1 at the second), got {list(thresholds)}")
+                problems.append(
+                    f"a linear length rule needs 2 thresholds (0 at the first, 1 at the second), got {list(thresholds)}"
+                )
         else:
             problems.append(f"length_shape must be 'step' or 'linear', got {self.length_shape!r}")
         if problems:

@@ -137,8 +137,15 @@ def make_trainable(scorer: DeScore, config: Any) -> Any:
     return peft_model
 
 
-def save_training_state(accelerator: Any, trainer: Any, step: int, model: nn.Module, optimizer, scheduler,
-                        data_state: dict[str, Any]) -> None:
+def save_training_state(
+    accelerator: Any,
+    trainer: Any,
+    step: int,
+    model: nn.Module,
+    optimizer,
+    scheduler,
+    data_state: dict[str, Any],
+) -> None:
     """Write ``checkpoint-<step>`` of ``trainer`` (config, data layout, grad scaler) atomically, on the main process."""
     accelerator.wait_for_everyone()
     if accelerator.is_main_process:
@@ -158,8 +165,9 @@ def save_training_state(accelerator: Any, trainer: Any, step: int, model: nn.Mod
     accelerator.wait_for_everyone()
 
 
-def resume_training_state(accelerator: Any, path: Path, model: nn.Module, optimizer, scheduler,
-                          data_state: dict[str, Any]) -> int:
+def resume_training_state(
+    accelerator: Any, path: Path, model: nn.Module, optimizer, scheduler, data_state: dict[str, Any]
+) -> int:
     """Restore a checkpoint written by :func:`save_training_state` and return its step; refuse a changed layout."""
     state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
     saved = state.get("data", {})
@@ -233,15 +241,22 @@ def generation_agreement(
     keys = list(truths)[:limit]
     generation = {} if max_new_tokens is None else {"max_new_tokens": max_new_tokens}
     out = scorer.score(
-        [k[0] for k in keys], [k[1] for k in keys], think=True, batch_size=batch_size, generation=generation,
+        [k[0] for k in keys],
+        [k[1] for k in keys],
+        think=True,
+        batch_size=batch_size,
+        generation=generation,
         progress=False,
     )
     result = {"format": float(np.mean([format_reward(a) for a in out.answers]))}
     if all(truths[k] is not None for k in keys):
         result["quality"] = float(
-            np.mean([
-                quality_reward(a.dimensional_scores if a else None, truths[k]) for a, k in zip(out.answers, keys)
-            ])
+            np.mean(
+                [
+                    quality_reward(a.dimensional_scores if a else None, truths[k])
+                    for a, k in zip(out.answers, keys)
+                ]
+            )
         )
     return result
 
@@ -253,32 +268,41 @@ class SFTConfig:
 
     # -- model and data
     model: str | None = field(
-        default=None, metadata=_help("base Qwen-VL checkpoint (gets a query token and head) or DeScore checkpoint")
+        default=None,
+        metadata=_help("base Qwen-VL checkpoint (gets a query token and head) or DeScore checkpoint"),
     )
     model_config: dict = field(
         default_factory=dict,
-        metadata=_help("DeScoreConfig fields for a model started from a base Qwen-VL checkpoint (sampling, template)"),
+        metadata=_help(
+            "DeScoreConfig fields for a model started from a base Qwen-VL checkpoint (sampling, template)"
+        ),
     )
     model_dtype: Literal["float32", "bfloat16", "float16"] = field(
         default="float32", metadata=_help("dtype of the frozen weights; trainable weights are always float32")
     )
     train_file: str = field(
-        default="", metadata=_help("pair file whose CoT_A / CoT_B columns are the CoTs to learn", required=True)
+        default="",
+        metadata=_help("pair file whose CoT_A / CoT_B columns are the CoTs to learn", required=True),
     )
     eval_file: str | None = field(
-        default=None, metadata=_help("held-out pairs: teacher-forced loss, and greedy CoTs if eval_generate > 0")
+        default=None,
+        metadata=_help("held-out pairs: teacher-forced loss, and greedy CoTs if eval_generate > 0"),
     )
     video_root: str | None = field(
-        default=None, metadata=_help("folder relative video paths resolve against (default: each file's folder)")
+        default=None,
+        metadata=_help("folder relative video paths resolve against (default: each file's folder)"),
     )
     output_dir: str = field(
-        default="", metadata=_help("where checkpoints, metrics.jsonl and the final model (final/) go", required=True)
+        default="",
+        metadata=_help("where checkpoints, metrics.jsonl and the final model (final/) go", required=True),
     )
     video_cache_dir: str | None = field(
         default=None, metadata=_help("folder for decoded frames (shared with later stages); None: in memory")
     )
     # -- what is trained
-    lora_r: int | None = field(default=64, metadata=_help("LoRA rank; null trains every language-model weight"))
+    lora_r: int | None = field(
+        default=64, metadata=_help("LoRA rank; null trains every language-model weight")
+    )
     lora_alpha: float = field(default=128.0, metadata=_help("LoRA scaling numerator (scale = alpha / r)"))
     lora_dropout: float = field(default=0.05, metadata=_help("dropout on the LoRA input"))
     lora_target_modules: list[str] = field(
@@ -292,31 +316,49 @@ class SFTConfig:
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
     adam_epsilon: float = field(default=1e-8, metadata=_help("AdamW epsilon"))
-    max_grad_norm: float | None = field(default=1.0, metadata=_help("gradient clipping norm (None: no clipping)"))
+    max_grad_norm: float | None = field(
+        default=1.0, metadata=_help("gradient clipping norm (None: no clipping)")
+    )
     lr_scheduler: Literal["constant", "linear", "cosine"] = field(
         default="cosine", metadata=_help("schedule after warmup")
     )
     warmup_ratio: float = field(default=0.05, metadata=_help("share of the steps with linear warmup"))
-    num_epochs: float = field(default=2.0, metadata=_help("passes over the CoTs (ignored when max_steps is set)"))
-    max_steps: int | None = field(default=None, metadata=_help("optimizer steps to run (overrides num_epochs)"))
+    num_epochs: float = field(
+        default=2.0, metadata=_help("passes over the CoTs (ignored when max_steps is set)")
+    )
+    max_steps: int | None = field(
+        default=None, metadata=_help("optimizer steps to run (overrides num_epochs)")
+    )
     batch_size: int = field(default=8, metadata=_help("sequences per micro-batch per process"))
     gradient_accumulation_steps: int = field(default=1, metadata=_help("micro-batches per optimizer step"))
     max_cot_tokens: int | None = field(
-        default=None, metadata=_help("cut longer CoTs to this many tokens (a cut CoT gets no end-of-turn target)")
+        default=None,
+        metadata=_help("cut longer CoTs to this many tokens (a cut CoT gets no end-of-turn target)"),
     )
     # -- machinery
-    mixed_precision: Literal["no", "bf16", "fp16"] = field(default="bf16", metadata=_help("accelerate mixed precision"))
-    gradient_checkpointing: bool = field(default=False, metadata=_help("activation checkpointing in the backbone"))
+    mixed_precision: Literal["no", "bf16", "fp16"] = field(
+        default="bf16", metadata=_help("accelerate mixed precision")
+    )
+    gradient_checkpointing: bool = field(
+        default=False, metadata=_help("activation checkpointing in the backbone")
+    )
     eval_every: int = field(default=0, metadata=_help("evaluate every this many steps (0: at the end only)"))
     eval_generate: int = field(
-        default=0, metadata=_help("distinct eval videos to write a greedy CoT for (answer format and sub-score agreement)")
+        default=0,
+        metadata=_help(
+            "distinct eval videos to write a greedy CoT for (answer format and sub-score agreement)"
+        ),
     )
     eval_max_new_tokens: int | None = field(
         default=None, metadata=_help("cap on generated CoT length in evaluation (default: the checkpoint's)")
     )
     eval_batch_size: int = field(default=16, metadata=_help("sequences per evaluation batch"))
-    save_every: int = field(default=500, metadata=_help("write a checkpoint every this many steps (0: never)"))
-    save_total_limit: int | None = field(default=2, metadata=_help("keep only the newest checkpoints (None: all)"))
+    save_every: int = field(
+        default=500, metadata=_help("write a checkpoint every this many steps (0: never)")
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata=_help("keep only the newest checkpoints (None: all)")
+    )
     log_with: list[str] = field(
         default_factory=list, metadata=_help("accelerate trackers; metrics.jsonl is always written")
     )
@@ -353,12 +395,18 @@ class SFTConfig:
             ("max_cot_tokens", self.max_cot_tokens is None or self.max_cot_tokens >= 1, ">= 1"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
             ("eval_generate", self.eval_generate >= 0, ">= 0"),
-            ("eval_max_new_tokens", self.eval_max_new_tokens is None or self.eval_max_new_tokens >= 1, ">= 1"),
+            (
+                "eval_max_new_tokens",
+                self.eval_max_new_tokens is None or self.eval_max_new_tokens >= 1,
+                ">= 1",
+            ),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             ("save_every", self.save_every >= 0, ">= 0"),
             ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
         ]
-        problems += [f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok]
+        problems += [
+            f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok
+        ]
         if self.model_dtype != "float32" and self.mixed_precision == "no":
             problems.append(f"model_dtype {self.model_dtype} needs mixed_precision bf16 or fp16")
         if problems:
@@ -418,8 +466,9 @@ def cot_examples(
 def _batch(examples: Sequence[CoTExample], frames: FrameStore, scorer: DeScore) -> dict[str, Any]:
     rows = [RowSpec(frames.get(e.video), e.prompt, e.cot) for e in examples]
     inputs = encode_rows(scorer.processor, scorer.model.config, scorer.model.query_token_id, rows)
-    positions = completion_targets(inputs["input_ids"].shape[1], [len(e.cot) for e in examples],
-                                   [e.targets for e in examples])
+    positions = completion_targets(
+        inputs["input_ids"].shape[1], [len(e.cot) for e in examples], [e.targets for e in examples]
+    )
     return {"inputs": inputs, "positions": positions}
 
 
@@ -466,17 +515,25 @@ class SFTTrainer:
         frames = FrameStore(model.config.sampling, cfg.video_cache_dir)
         videos = train_pairs.videos() + (eval_pairs.videos() if eval_pairs is not None else [])
         with accelerator.main_process_first():
-            frames.add_all(videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process)
+            frames.add_all(
+                videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process
+            )
         end_of_turn = _end_of_turn_id(scorer.tokenizer)
         examples = cot_examples(
-            pair_inputs(train_pairs, with_cot=True).inputs, scorer.tokenizer, model.config.query_token, end_of_turn,
+            pair_inputs(train_pairs, with_cot=True).inputs,
+            scorer.tokenizer,
+            model.config.query_token,
+            end_of_turn,
             cfg.max_cot_tokens,
         )
         eval_examples = None
         if eval_pairs is not None:
             eval_examples = cot_examples(
-                pair_inputs(eval_pairs, with_cot=True).inputs, scorer.tokenizer, model.config.query_token,
-                end_of_turn, cfg.max_cot_tokens,
+                pair_inputs(eval_pairs, with_cot=True).inputs,
+                scorer.tokenizer,
+                model.config.query_token,
+                end_of_turn,
+                cfg.max_cot_tokens,
             )
         schedule = PairSchedule(
             num_pairs=len(examples),
@@ -490,7 +547,10 @@ class SFTTrainer:
         forward = CompletionForward(model)
         params = [p for p in model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(
-            params, lr=cfg.learning_rate, betas=(cfg.adam_beta1, cfg.adam_beta2), eps=cfg.adam_epsilon,
+            params,
+            lr=cfg.learning_rate,
+            betas=(cfg.adam_beta1, cfg.adam_beta2),
+            eps=cfg.adam_epsilon,
             weight_decay=cfg.weight_decay,
         )
         scheduler = _scheduler(cfg, optimizer, total_steps)
@@ -509,8 +569,13 @@ class SFTTrainer:
 
         history: list[dict[str, float]] = []
         evaluation: dict[str, float] = {}
-        bar = tqdm(total=total_steps, initial=start, desc="cot sft", unit="step",
-                   disable=not (cfg.progress and accelerator.is_local_main_process))
+        bar = tqdm(
+            total=total_steps,
+            initial=start,
+            desc="cot sft",
+            unit="step",
+            disable=not (cfg.progress and accelerator.is_local_main_process),
+        )
         forward.train()
         for step in range(start, total_steps):
             torch.manual_seed(_step_seed(cfg.seed, step, accelerator.process_index))
@@ -520,8 +585,10 @@ class SFTTrainer:
             batches = [_batch([examples[i] for i in indices], frames, scorer) for indices, _ in plan]
             step_tokens = sum(len(b["positions"][2]) for b in batches)
             for micro, batch in enumerate(batches):
-                inputs = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
-                          for k, v in batch["inputs"].items()}
+                inputs = {
+                    k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
+                    for k, v in batch["inputs"].items()
+                }
                 rows, cols, targets = (t.to(accelerator.device) for t in batch["positions"])
                 last = micro == len(batches) - 1
                 with contextlib.nullcontext() if last else accelerator.no_sync(forward):
@@ -530,7 +597,8 @@ class SFTTrainer:
                     loss = -log_probs.sum() / step_tokens
                     accelerator.backward(loss)
                 totals += torch.tensor(
-                    [float(-log_probs.detach().sum()), len(targets)], dtype=torch.float64,
+                    [float(-log_probs.detach().sum()), len(targets)],
+                    dtype=torch.float64,
                     device=accelerator.device,
                 )
             grad_norm = math.nan
@@ -550,7 +618,12 @@ class SFTTrainer:
                 "grad_norm": grad_norm,
                 "seconds": time.perf_counter() - began,
             }
-            if cfg.eval_every and done % cfg.eval_every == 0 and eval_examples is not None and done < total_steps:
+            if (
+                cfg.eval_every
+                and done % cfg.eval_every == 0
+                and eval_examples is not None
+                and done < total_steps
+            ):
                 evaluation = self.evaluate(accelerator, scorer, frames, forward, eval_examples, eval_pairs)
                 metrics.update({f"eval/{k}": v for k, v in evaluation.items()})
             history.append(metrics)
@@ -564,8 +637,11 @@ class SFTTrainer:
         bar.close()
         if eval_examples is not None:
             evaluation = self.evaluate(accelerator, scorer, frames, forward, eval_examples, eval_pairs)
-            append_metrics(accelerator, self.output_dir,
-                           {"step": total_steps, **{f"eval/{k}": v for k, v in evaluation.items()}})
+            append_metrics(
+                accelerator,
+                self.output_dir,
+                {"step": total_steps, **{f"eval/{k}": v for k, v in evaluation.items()}},
+            )
         final_dir = export_model(accelerator, scorer, peft_model, self.output_dir, cfg)
         accelerator.end_training()
         return SFTResult(scorer, final_dir, total_steps, history, evaluation)
@@ -590,8 +666,10 @@ class SFTTrainer:
             with torch.no_grad(), accelerator.autocast():
                 for start in range(0, len(examples), cfg.eval_batch_size):
                     batch = _batch(examples[start : start + cfg.eval_batch_size], frames, scorer)
-                    inputs = {k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
-                              for k, v in batch["inputs"].items()}
+                    inputs = {
+                        k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
+                        for k, v in batch["inputs"].items()
+                    }
                     rows, cols, targets = (t.to(accelerator.device) for t in batch["positions"])
                     out = module.model(**inputs)
                     logits = module.model.backbone.lm_head(out.last_hidden_state[rows, cols]).float()
@@ -600,9 +678,11 @@ class SFTTrainer:
                     count += len(targets)
                 result = {"loss": loss_sum / count, "token_accuracy": correct / count}
                 if cfg.eval_generate:
-                    result.update(generation_agreement(
-                        scorer, pairs, cfg.eval_generate, cfg.eval_max_new_tokens, cfg.eval_batch_size
-                    ))
+                    result.update(
+                        generation_agreement(
+                            scorer, pairs, cfg.eval_generate, cfg.eval_max_new_tokens, cfg.eval_batch_size
+                        )
+                    )
             forward.train()
         accelerator.wait_for_everyone()
         return result

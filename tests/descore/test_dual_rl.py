@@ -75,8 +75,13 @@ def toy_pairs(tmp_path_factory) -> Path:
     """A small toy-world pair file (brief CoTs, ground-truth sub-scores) with short 5-frame, 32x32 videos."""
     root = tmp_path_factory.mktemp("toy_rl")
     summary = build_dataset(
-        root, 12, seed=3, config=WorldConfig(num_frames=5, height=32, width=32, fps=8), brief_cot=True,
-        split_fractions=(1.0, 0.0, 0.0), progress=False,
+        root,
+        12,
+        seed=3,
+        config=WorldConfig(num_frames=5, height=32, width=32, fps=8),
+        brief_cot=True,
+        split_fractions=(1.0, 0.0, 0.0),
+        progress=False,
     )
     return summary.pair_files["train"]
 
@@ -86,7 +91,9 @@ def tiny_scorer(seed: int = 0) -> DeScore:
 
     torch.manual_seed(seed)
     return DeScore.from_backbone(
-        build_qwen_vl("qwen3_vl", "tiny", seed=seed), build_qwen_vl_processor("qwen3_vl", "tiny"), sampling=SAMPLING
+        build_qwen_vl("qwen3_vl", "tiny", seed=seed),
+        build_qwen_vl_processor("qwen3_vl", "tiny"),
+        sampling=SAMPLING,
     )
 
 
@@ -128,13 +135,28 @@ def test_first_ratio_is_one_and_resume_after_a_crash_replays_the_uninterrupted_r
     moves. A run killed after step 2 (checkpoint every 2) and resumed logs the metrics of a run that never stopped
     and ends with the same weights; the export is a plain (merged) DeScore checkpoint."""
     keys = ("loss", "pg_loss", "bt_loss", "kl", "reward", "ratio_mean", "clip_fraction", "cot_tokens")
-    straight = DualRLTrainer(config(toy_pairs, tmp_path / "straight", max_steps=4, save_every=2), tiny_scorer(0)).train()
+    straight = DualRLTrainer(
+        config(toy_pairs, tmp_path / "straight", max_steps=4, save_every=2), tiny_scorer(0)
+    ).train()
     history = straight.history
     assert [h["ratio_first_update_max_dev"] for h in history] == [0.0] * 4
     assert any(h["ratio_mean"] != 1.0 for h in history) and history[-1]["kl"] > 0
     logged = read_metrics(tmp_path / "straight")
-    for key in ("reward", "reward_quality", "reward_format", "reward_length", "kl", "clip_fraction", "bt_accuracy",
-                "bt_loss", "pg_loss", "cot_tokens", "truncated", "lr", "grad_norm"):
+    for key in (
+        "reward",
+        "reward_quality",
+        "reward_format",
+        "reward_length",
+        "kl",
+        "clip_fraction",
+        "bt_accuracy",
+        "bt_loss",
+        "pg_loss",
+        "cot_tokens",
+        "truncated",
+        "lr",
+        "grad_norm",
+    ):
         assert key in logged[0], key
 
     def crash(step, _metrics):
@@ -142,12 +164,18 @@ def test_first_ratio_is_one_and_resume_after_a_crash_replays_the_uninterrupted_r
             raise Crash
 
     with pytest.raises(Crash):
-        DualRLTrainer(config(toy_pairs, tmp_path / "crashed", max_steps=4, save_every=2), tiny_scorer(0),
-                      callbacks=[crash]).train()
+        DualRLTrainer(
+            config(toy_pairs, tmp_path / "crashed", max_steps=4, save_every=2),
+            tiny_scorer(0),
+            callbacks=[crash],
+        ).train()
     with pytest.raises(ConfigError, match="resume"):
-        DualRLTrainer(config(toy_pairs, tmp_path / "crashed", max_steps=4, save_every=2), tiny_scorer(0)).train()
-    resumed = DualRLTrainer(config(toy_pairs, tmp_path / "crashed", max_steps=4, save_every=2, resume=True),
-                            tiny_scorer(0)).train()
+        DualRLTrainer(
+            config(toy_pairs, tmp_path / "crashed", max_steps=4, save_every=2), tiny_scorer(0)
+        ).train()
+    resumed = DualRLTrainer(
+        config(toy_pairs, tmp_path / "crashed", max_steps=4, save_every=2, resume=True), tiny_scorer(0)
+    ).train()
     assert [h["step"] for h in resumed.history] == [3, 4]
     for a, b in zip(history[2:], resumed.history):
         assert {k: a[k] for k in keys} == {k: b[k] for k in keys}
@@ -158,7 +186,9 @@ def test_first_ratio_is_one_and_resume_after_a_crash_replays_the_uninterrupted_r
     assert not any("lora" in name for name, _ in loaded.model.named_parameters())
 
 
-def test_one_update_moves_the_policy_toward_high_advantage_rollouts_and_bt_trains_head_and_backbone(toy_pairs, tmp_path):
+def test_one_update_moves_the_policy_toward_high_advantage_rollouts_and_bt_trains_head_and_backbone(
+    toy_pairs, tmp_path
+):
     """The pieces of a step, by hand: sample groups, score the old and the reference policy, take one update. LoRA
     starts at zero, so the policy is the reference (KL exactly 0). A GRPO step raises the advantage-weighted
     log-likelihood of the sampled CoTs; the BT loss on paired rollouts sends gradient to the head and the LoRA
@@ -169,8 +199,15 @@ def test_one_update_moves_the_policy_toward_high_advantage_rollouts_and_bt_train
     from descore.training.data import FrameStore
     from descore.training.sft import CompletionForward
 
-    cfg = config(toy_pairs, tmp_path / "run", kl_coef=0.0, bt_weight=0.0, pairs_per_step=3, mini_batches=1,
-                 micro_batch_pairs=3)
+    cfg = config(
+        toy_pairs,
+        tmp_path / "run",
+        kl_coef=0.0,
+        bt_weight=0.0,
+        pairs_per_step=3,
+        mini_batches=1,
+        micro_batch_pairs=3,
+    )
     trainer, scorer = DualRLTrainer(cfg), tiny_scorer(0)
     examples, _, _ = trainer.load_data()
     pairs = [p for p in examples if p.label != 0][:3]
@@ -218,10 +255,14 @@ def test_config_is_checked(tmp_path):
         DualRLConfig(train_file="a.csv", output_dir="out", group_size=1)
     with pytest.raises(ConfigError, match="multiple of mini_batches"):
         DualRLConfig(train_file="a.csv", output_dir="out", pairs_per_step=3, mini_batches=2)
+    with pytest.raises(ConfigError, match="micro_batch_pairs"):
+        DualRLConfig(train_file="a.csv", output_dir="out", pairs_per_step=8, mini_batches=2, micro_batch_pairs=3)
     with pytest.raises(ConfigError, match="length_values"):
         DualRLConfig(train_file="a.csv", output_dir="out", length_values=[0.0, 1.0])
     good = tmp_path / "rl.yaml"
-    good.write_text("train_file: a.csv\noutput_dir: out\nlength_thresholds: [100, 200]\nlength_shape: linear\n")
+    good.write_text(
+        "train_file: a.csv\noutput_dir: out\nlength_thresholds: [100, 200]\nlength_shape: linear\n"
+    )
     assert DualRLConfig.from_yaml(good).reward_rule().length_thresholds == (100.0, 200.0)
     bad = tmp_path / "bad.yaml"
     bad.write_text("train_file: a.csv\noutput_dir: out\ngroup_sise: 4\n")

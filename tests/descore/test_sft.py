@@ -29,8 +29,13 @@ def toy(tmp_path_factory) -> dict[str, Path]:
 
     root = tmp_path_factory.mktemp("sft")
     summary = build_dataset(
-        root / "data", 16, seed=4, config=WorldConfig(num_frames=5, height=32, width=32, fps=8), brief_cot=True,
-        split_fractions=(0.75, 0.25, 0.0), progress=False,
+        root / "data",
+        16,
+        seed=4,
+        config=WorldConfig(num_frames=5, height=32, width=32, fps=8),
+        brief_cot=True,
+        split_fractions=(0.75, 0.25, 0.0),
+        progress=False,
     )
     return {
         "root": root,
@@ -67,21 +72,30 @@ def test_targets_are_the_cot_tokens_then_the_end_of_turn(toy):
     frames.add_all(videos, scorer.load_video, progress=False)
     cots = [[11, 12, 13], []]
     end = scorer.tokenizer.convert_tokens_to_ids("<|im_end|>")
-    rows = [RowSpec(frames.get(v), "a red square moving left on a gray background", c) for v, c in zip(videos, cots)]
+    rows = [
+        RowSpec(frames.get(v), "a red square moving left on a gray background", c)
+        for v, c in zip(videos, cots)
+    ]
     inputs = encode_rows(scorer.processor, scorer.config, scorer.model.query_token_id, rows)
     ids = inputs["input_ids"]
     r, c, t = completion_targets(ids.shape[1], [3, 0], [[11, 12, 13, end], [end]])
     assert r.tolist() == [0, 0, 0, 0, 1] and t.tolist() == [11, 12, 13, end, end]
     assert ids[r, c + 1][t != end].tolist() == [11, 12, 13]  # each position predicts the next token
-    assert (ids[r, c + 1][t == end] == scorer.model.query_token_id).all()  # the end of turn sits where the query goes
-    cut = completion_targets(ids.shape[1], [3], [[11, 12, 13]])  # a CoT cut at the token budget: no end of turn
+    assert (
+        ids[r, c + 1][t == end] == scorer.model.query_token_id
+    ).all()  # the end of turn sits where the query goes
+    cut = completion_targets(
+        ids.shape[1], [3], [[11, 12, 13]]
+    )  # a CoT cut at the token budget: no end of turn
     assert cut[2].tolist() == [11, 12, 13]
     with pytest.raises(ValueError, match="row 0"):
         completion_targets(ids.shape[1], [3], [[11]])
 
 
 def test_sft_teaches_the_cot_and_leaves_the_head_alone(toy, tmp_path):
-    before = SFTTrainer(config(toy, tmp_path / "zero", max_steps=1, learning_rate=1e-9, eval_file=str(toy["test"])))
+    before = SFTTrainer(
+        config(toy, tmp_path / "zero", max_steps=1, learning_rate=1e-9, eval_file=str(toy["test"]))
+    )
     start_loss = before.train().evaluation["loss"]
     scorer = DeScore.from_base_model(toy["base"], {"sampling": SAMPLING})
     head = scorer.model.score_head.weight.detach().clone()
@@ -95,7 +109,9 @@ def test_sft_teaches_the_cot_and_leaves_the_head_alone(toy, tmp_path):
     assert history[-1]["eval/loss"] == result.evaluation["loss"]
     loaded = DeScore.from_pretrained(result.final_dir)
     assert torch.equal(loaded.model.score_head.weight, head)
-    assert not torch.equal(loaded.model.backbone.get_input_embeddings().weight, embed)  # lora_r null: all weights
+    assert not torch.equal(
+        loaded.model.backbone.get_input_embeddings().weight, embed
+    )  # lora_r null: all weights
     assert loaded.config.sampling.max_frames == SAMPLING["max_frames"]
 
 
@@ -109,7 +125,9 @@ def test_lora_sft_trains_adapters_only_and_exports_them_merged(toy, tmp_path):
         if step == 1:
             seen.update({n: p.requires_grad for n, p in scorer.model.named_parameters()})
 
-    cfg = config(toy, tmp_path / "run", lora_r=4, lora_alpha=8, lora_dropout=0.0, freeze_vision=True, max_steps=2)
+    cfg = config(
+        toy, tmp_path / "run", lora_r=4, lora_alpha=8, lora_dropout=0.0, freeze_vision=True, max_steps=2
+    )
     result = SFTTrainer(cfg, scorer, callbacks=[record]).train()
     trained = {n for n, flag in seen.items() if flag}
     assert trained and all("lora_" in n or "trainable_tokens" in n for n in trained)
@@ -134,7 +152,9 @@ def test_resume_replays_the_uninterrupted_losses(toy, tmp_path):
     resumed = SFTTrainer(config(toy, tmp_path / "crashed", max_steps=4, save_every=2, resume=True)).train()
     assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[2:]]
     with pytest.raises(ConfigError, match="layout changed"):
-        SFTTrainer(config(toy, tmp_path / "crashed", max_steps=5, save_every=2, batch_size=4, resume=True)).train()
+        SFTTrainer(
+            config(toy, tmp_path / "crashed", max_steps=5, save_every=2, batch_size=4, resume=True)
+        ).train()
 
 
 def test_bad_config_and_data_are_reported(toy, tmp_path):
@@ -149,8 +169,9 @@ def test_bad_config_and_data_are_reported(toy, tmp_path):
         rows = list(csv.DictReader(handle))
     no_cot = toy["train"].parent / "no_cot.csv"
     with open(no_cot, "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=[c for c in rows[0] if not c.startswith("CoT_")],
-                                extrasaction="ignore")
+        writer = csv.DictWriter(
+            handle, fieldnames=[c for c in rows[0] if not c.startswith("CoT_")], extrasaction="ignore"
+        )
         writer.writeheader()
         writer.writerows(rows)
     with pytest.raises(DataError, match="CoT_A and CoT_B"):
@@ -160,18 +181,39 @@ def test_bad_config_and_data_are_reported(toy, tmp_path):
 def test_command_lines_run_sft_then_stage_two(toy, tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(descore.cli, "_load_plugins", list)
     sft = {
-        "model": str(toy["base"]), "model_config": {"sampling": SAMPLING}, "train_file": str(toy["train"]),
-        "output_dir": str(tmp_path / "sft"), "lora_r": None, "learning_rate": "1e-3", "max_steps": 2,
-        "batch_size": 4, "mixed_precision": "no", "progress": False,
+        "model": str(toy["base"]),
+        "model_config": {"sampling": SAMPLING},
+        "train_file": str(toy["train"]),
+        "output_dir": str(tmp_path / "sft"),
+        "lora_r": None,
+        "learning_rate": "1e-3",
+        "max_steps": 2,
+        "batch_size": 4,
+        "mixed_precision": "no",
+        "progress": False,
     }
     (tmp_path / "sft.yaml").write_text(yaml.safe_dump(sft))
-    assert descore.cli.main(["train", "sft", "--config", str(tmp_path / "sft.yaml"), "--set", "save_every=0"]) == 0
+    assert (
+        descore.cli.main(["train", "sft", "--config", str(tmp_path / "sft.yaml"), "--set", "save_every=0"])
+        == 0
+    )
     assert "trained 2 steps" in capsys.readouterr().out
     rl = {
-        "model": str(tmp_path / "sft" / "final"), "train_file": str(toy["train"]), "eval_file": str(toy["test"]),
-        "dimension": "Overall", "output_dir": str(tmp_path / "rl"), "lora_r": 4, "lora_alpha": 8, "group_size": 2,
-        "pairs_per_step": 2, "max_new_tokens": 4, "max_steps": 1, "mixed_precision": "no", "eval_modes": ["no_think"],
-        "eval_max_new_tokens": 4, "progress": False,
+        "model": str(tmp_path / "sft" / "final"),
+        "train_file": str(toy["train"]),
+        "eval_file": str(toy["test"]),
+        "dimension": "Overall",
+        "output_dir": str(tmp_path / "rl"),
+        "lora_r": 4,
+        "lora_alpha": 8,
+        "group_size": 2,
+        "pairs_per_step": 2,
+        "max_new_tokens": 4,
+        "max_steps": 1,
+        "mixed_precision": "no",
+        "eval_modes": ["no_think"],
+        "eval_max_new_tokens": 4,
+        "progress": False,
     }
     (tmp_path / "rl.yaml").write_text(yaml.safe_dump(rl))
     assert descore.cli.main(["train", "dual-rl", "--config", str(tmp_path / "rl.yaml")]) == 0
