@@ -50,7 +50,16 @@ TEMPLATES: dict[str, JudgeTemplate] = {
             "{DIMENSION_KEYS}", "{" + ", ".join(f'"{d}": s' for d in DIMENSIONS) + "}"
         ),
     ),
+    "compact_alignment_judge": JudgeTemplate(
+        name="compact_alignment_judge",
+        instruction=(
+            'Judge the video against the prompt "{prompt}": rate subject, dynamics (primary), camera, environment, '
+            "style (secondary) as 2, 1, 0 or N/A, then give the <answer> block."
+        ),
+    ),
 }
+"""Judge templates by name. ``compact_alignment_judge`` is the same rubric in one sentence, for backbones with a
+short context (the toy checkpoint): the full judge is about 360 tokens."""
 
 
 def get_template(name: str) -> JudgeTemplate:

@@ -194,6 +194,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     analyze_cmd.add_argument("--json", action="store_true", help="print all measurements as JSON")
     analyze_cmd.set_defaults(func=_run_analyze)
 
+    from toyworld.descore_recipe import add_descore_commands
     from toyworld.generator import add_generator_commands
 
     add_generator_commands(commands)
+    add_descore_commands(commands)

@@ -41,48 +41,27 @@ from descore.errors import ConfigError
 from descore.evaluation import evaluate_pairs
 from descore.pairs import load_pairs
 from descore.scoring import DeScore
-from descore.templates import TEMPLATES, JudgeTemplate
+from descore.templates import TEMPLATES
 from descore.training.cold_start import ColdStartConfig, ColdStartTrainer
 from descore.training.dual_rl import DualRLConfig, DualRLTrainer
 from descore.training.rewards import quality_reward
 from descore.training.sft import SFTConfig, SFTTrainer
 from toyworld.dataset import build_dataset
-from toyworld.scene import WorldConfig
+from toyworld.generator import WORLD
 from toyworld.tiny_models import save_qwen_vl
 
 logger = logging.getLogger(__name__)
 
-#: The compact judge instruction of the toy checkpoint (63 tokens with the toy tokenizer, prompt excluded).
-COMPACT_TEMPLATE = JudgeTemplate(
-    name="compact_alignment_judge",
-    instruction=(
-        'Judge the video against the prompt "{prompt}": rate subject, dynamics (primary), camera, environment, style '
-        "(secondary) as 2, 1, 0 or N/A, then give the <answer> block."
-    ),
-)
+#: The judge template of the toy checkpoint: the rubric in one sentence (63 tokens with the toy tokenizer).
+COMPACT_TEMPLATE = TEMPLATES["compact_alignment_judge"]
 #: Where the shipped checkpoint lives.
 SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "toy_descore"
 #: The label the toy DeScore is trained and evaluated on (= the utility; VideoAlign's TA).
 DIMENSION = "Overall"
-#: Video sampling of the toy checkpoint: all 9 frames of a toy clip at 8 fps, 64 x 64 pixels (20 video tokens).
+#: Video sampling of the toy checkpoint: all 9 frames of a toy clip at 8 fps, resized to 64 x 64 (20 video tokens).
 TOY_SAMPLING = {"fps": 8.0, "min_frames": 2, "max_frames": 9, "min_pixels": 64 * 64, "max_pixels": 64 * 64}
 #: Greedy CoTs without repetition penalty (the brief CoT repeats its rating phrases); brief CoTs are <= 200 tokens.
 TOY_GENERATION = {"max_new_tokens": 256, "repetition_penalty": 1.0}
-
-
-def register_compact_template() -> None:
-    """Make :data:`COMPACT_TEMPLATE` known to ``descore.templates`` (a no-op once descore ships it)."""
-    known = TEMPLATES.get(COMPACT_TEMPLATE.name)
-    if known is None:
-        TEMPLATES[COMPACT_TEMPLATE.name] = COMPACT_TEMPLATE
-    elif known.instruction != COMPACT_TEMPLATE.instruction:
-        raise ConfigError(
-            f"descore.templates has a different {COMPACT_TEMPLATE.name!r} template than the toy checkpoint was "
-            "trained with"
-        )
-
-
-register_compact_template()
 
 
 @dataclass
@@ -228,7 +207,7 @@ def train_toy_descore(
             data,
             recipe.pairs,
             recipe.seed,
-            config=WorldConfig(),
+            config=WORLD,
             brief_cot=True,
             videos_per_prompt=recipe.videos_per_prompt,
             split_fractions=recipe.split_fractions,
@@ -346,16 +325,24 @@ def export_checkpoint(final_dir: str | Path, target: str | Path, report: dict[st
 
 
 def format_report(report: dict[str, Any]) -> str:
-    """A table of the accuracies (without ties / with ties) per model, split and mode."""
+    """A markdown table of the accuracies (without ties / with ties) per model, split and mode, and the timings."""
+    modes = ("think", "no_think", "given_cot")
     lines = [
-        f"total {report['total_seconds']:.0f} s ({', '.join(f'{k} {v:.0f} s' for k, v in report['seconds'].items())})"
+        "| model | split | " + " | ".join(modes) + " |",
+        "|---|---|" + "---|" * len(modes),
     ]
     for model, splits in report["results"].items():
-        for split, modes in splits.items():
-            cells = ", ".join(
-                f"{mode} {r['accuracy']:.3f} / {r['accuracy_with_ties']:.3f}" for mode, r in modes.items()
-            )
-            lines.append(f"{model:24s} {split:9s} {cells}")
+        for split, results in splits.items():
+            cells = [
+                f"{results[m]['accuracy']:.3f} / {results[m]['accuracy_with_ties']:.3f}"
+                if m in results
+                else "-"
+                for m in modes
+            ]
+            lines.append(f"| {model} | {split} | " + " | ".join(cells) + " |")
+    phases = ", ".join(f"{k} {v:.0f} s" for k, v in report["seconds"].items())
+    lines.append("")
+    lines.append(f"Wall time {report['total_seconds']:.0f} s ({phases}).")
     return "\n".join(lines)
 
 
@@ -397,6 +384,5 @@ __all__ = [
     "evaluate_toy",
     "export_checkpoint",
     "format_report",
-    "register_compact_template",
     "train_toy_descore",
 ]
