@@ -39,6 +39,7 @@ from toyworld.analyzer import analyze
 from toyworld.generator import (
     DEFAULT_CHECKPOINT,
     MAX_SEQUENCE_LENGTH,
+    WORLD,
     build_toy_generator,
     load_toy_generator,
     toy_prompts,
@@ -51,9 +52,10 @@ from toyworld.tiny_models.video_pipelines import (
 
 logger = logging.getLogger("bench.recipes")
 
-#: The toy generator's size, sampled with 8 steps (half its default 16) to keep CPU runs short.
+#: The toy generator's world (48x48, 9 frames), sampled with 8 steps (half its default 16) to keep CPU runs short.
 TOY_SPEC = SamplingSpec(
-    height=64, width=64, num_frames=9, num_inference_steps=8, guidance_scale=4.0, max_sequence_length=MAX_SEQUENCE_LENGTH
+    height=WORLD.height, width=WORLD.width, num_frames=WORLD.num_frames, num_inference_steps=8, guidance_scale=4.0,
+    max_sequence_length=MAX_SEQUENCE_LENGTH,
 )
 
 
@@ -199,8 +201,8 @@ def true_quality(pipe, reward: RewardFunction, prompts: list[str], seeds: list[i
     return {"reward": float(rewards.mean()), "true_quality": float(sum(quality) / len(quality))}
 
 
-def bench_toy(updates: int, eval_every: int, descore: str | None, train_prompts: int, eval_seeds: int,
-              allow_untrained: bool, recipes: list[str], lr: float) -> list[dict[str, Any]]:
+def bench_toy(updates: int, eval_every: int, descore: str | None, descore_mode: str, train_prompts: int,
+              eval_seeds: int, allow_untrained: bool, recipes: list[str], lr: float) -> list[dict[str, Any]]:
     if toy_pipeline(allow_untrained) is None:
         print("toy world: the toy generator checkpoint is missing (train it with `descore toy train-generator`, "
               "or pass --allow-untrained)")
@@ -208,7 +210,7 @@ def bench_toy(updates: int, eval_every: int, descore: str | None, train_prompts:
     if descore:
         from descore.scoring import DeScore
 
-        reward = descore_reward(DeScore.from_pretrained(descore), "think_free", batch_size=8)
+        reward = descore_reward(DeScore.from_pretrained(descore), descore_mode, batch_size=16)
     else:
         reward = analyzer_reward()
     # Train on a small prompt set; evaluate on fresh samples (seeds never used in training) of the same prompts.
@@ -235,7 +237,7 @@ def bench_toy(updates: int, eval_every: int, descore: str | None, train_prompts:
             trainer.train(callback=evaluate)
         before, after = curve[0], curve[-1]
         rows.append({"recipe": recipe, "before": before, "after": after, "curve": curve})
-    print(f"\ntoy world ({'DeScore ' + descore if descore else 'analyzer reward'}), {updates} updates, "
+    print(f"\ntoy world ({f'DeScore {descore_mode} {descore}' if descore else 'analyzer reward'}), {updates} updates, "
           f"{train_prompts} prompts, true quality on {len(held_out)} fresh samples")
     print(f"{'recipe':>6} | {'reward before':>13} {'after':>7} | {'true quality before':>19} {'after':>7}")
     for row in rows:
@@ -259,6 +261,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="+", default=["grpo", "dpo", "rwr"], choices=["grpo", "dpo", "rwr"])
     parser.add_argument("--lr", type=float, default=3e-3, help="learning rate of the toy-world runs")
     parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
+    parser.add_argument("--descore-mode", default="think", choices=["think", "think_free", "cascade"],
+                        help="how the DeScore reward scores (default think)")
     parser.add_argument("--generator", type=Path, help="toy generator checkpoint (default: the shipped one)")
     parser.add_argument("--allow-untrained", action="store_true", help="use the untrained toy generator if missing")
     parser.add_argument("--threads", type=int, default=1)
@@ -277,7 +281,7 @@ def main() -> None:
         results["update"] = bench_updates(3, args.allow_untrained)
     if "toy" in args.sections:
         print("== toy world")
-        results["toy"] = bench_toy(args.updates, args.eval_every, args.descore, args.train_prompts, args.eval_seeds,
+        results["toy"] = bench_toy(args.updates, args.eval_every, args.descore, args.descore_mode, args.train_prompts, args.eval_seeds,
                                    args.allow_untrained, args.recipes, args.lr)
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -14,6 +14,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from descore.answer import DIMENSIONS, PRIMARY_DIMENSIONS, SubScore, format_answer, overall_from_subscores
+from toyworld.analyzer import Analysis
 from toyworld.defects import STYLE_STRENGTH
 from toyworld.prompts import COLOR_WORDS, SHAPE_WORDS, parse_prompt
 from toyworld.scene import ObjectEffects, ObjectSpec, Scene, SceneSpec
@@ -279,3 +280,18 @@ def annotate_cot(
             answer,
         ]
     )
+
+
+def annotate_analysis(analysis: Analysis, rng: np.random.Generator) -> str:
+    """A brief chain of thought (ratings with reasons, then the answer block) from an analyzer measurement.
+
+    For videos whose scene is unknown (a generator's samples), the analyzer is the annotator: each rating gives the
+    analyzer's findings for its dimension as the reason, and the answer carries the analyzer's sub-scores.
+    """
+    scores = {d: analysis.subscores[d] for d in DIMENSIONS}
+    issues: dict[str, list[str]] = {d: [] for d in DIMENSIONS}
+    for finding in analysis.findings:
+        dimension, _, text = finding.partition(": ")
+        issues[dimension].append(text)
+    ratings = [_rating(d, scores[d], issues[d], rng) for d in DIMENSIONS]
+    return " ".join(ratings) + "\n" + format_answer(scores, overall_from_subscores(scores))

@@ -38,7 +38,8 @@ from tqdm.auto import tqdm
 from descore.answer import DIMENSIONS, SubScore
 from descore.errors import ConfigError
 from descore.video_io import write_video
-from toyworld.annotator import annotate_cot
+from toyworld.analyzer import analyze
+from toyworld.annotator import annotate_analysis, annotate_cot
 from toyworld.defects import apply_defects, ground_truth, sample_defects
 from toyworld.preferences import LABEL_COLUMNS, label_pair, utility
 from toyworld.prompts import write_prompt
@@ -290,23 +291,25 @@ def _build_split(
                 break
             a, b = (group[i], group[j]) if rng.random() < 0.5 else (group[j], group[i])
             labels = label_pair(a["subscores"], b["subscores"], noise=label_noise, rng=rng)
-            rows.append(_row(a, b, labels.labels, config))
+            rows.append(_row(a, b, labels.labels, config.fps, config.num_frames, MODEL_NAME))
         videos.extend(group)
     _write_videos(out, videos, shown_scenes, config, crf, bar)
     return rows, videos
 
 
-def _row(a: dict[str, Any], b: dict[str, Any], labels: dict[str, str], config: WorldConfig) -> dict[str, str]:
+def _row(
+    a: dict[str, Any], b: dict[str, Any], labels: dict[str, str], fps: float, num_frames: int, model: str
+) -> dict[str, str]:
     row = {
         "path_A": a["path"],
         "path_B": b["path"],
         "prompt": a["prompt"],
-        "A_model": MODEL_NAME,
-        "B_model": MODEL_NAME,
-        "fps_A": str(config.fps),
-        "num_frames_A": str(config.num_frames),
-        "fps_B": str(config.fps),
-        "num_frames_B": str(config.num_frames),
+        "A_model": model,
+        "B_model": model,
+        "fps_A": str(fps),
+        "num_frames_A": str(num_frames),
+        "fps_B": str(fps),
+        "num_frames_B": str(num_frames),
         **labels,
         "CoT_A": a["cot"],
         "CoT_B": b["cot"],
@@ -340,6 +343,106 @@ def _write_pairs(path: Path, rows: list[dict[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+#: The splits of :func:`build_generated_dataset`.
+GENERATED_SPLITS: tuple[str, ...] = ("train", "test")
+
+
+def build_generated_dataset(
+    out_dir: str | os.PathLike[str],
+    pipe: Any,
+    prompts: Sequence[str],
+    seed: int,
+    *,
+    call: dict[str, Any],
+    fps: float,
+    videos_per_prompt: int = 4,
+    test_fraction: float = 0.2,
+    batch_size: int = 8,
+    model_name: str = "toy-generator",
+    progress: bool = True,
+) -> DatasetSummary:
+    """Preference pairs of a generator's own samples, labelled by the analyzer (on-policy data for a reward model).
+
+    For each prompt, ``videos_per_prompt`` samples of ``pipe(prompt, **call)`` (seed ``seed * 10**6 + index``) are
+    written to ``videos/generated/<split>/`` and measured by :func:`toyworld.analyzer.analyze` as written (what a
+    reward model reads); the sub-scores label every pair among them and a brief CoT is written from the analyzer's
+    findings (:func:`toyworld.annotator.annotate_analysis`). Pair files ``generated_<split>.csv`` have the columns of
+    :func:`build_dataset`, so both datasets can share one folder and be concatenated. The last ``test_fraction`` of
+    the prompts form the test split.
+    """
+    if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or not 2 <= videos_per_prompt:
+        raise ConfigError(f"videos_per_prompt must be an integer >= 2, got {videos_per_prompt!r}")
+    if not prompts:
+        raise ConfigError("build_generated_dataset needs at least one prompt")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    out = Path(out_dir)
+    files = {split: out / f"generated_{split}.csv" for split in GENERATED_SPLITS}
+    existing = [str(f) for f in files.values() if f.exists()]
+    if existing:
+        raise ConfigError(f"{existing}: generated pair files already exist; choose a new folder")
+    num_test = round(len(prompts) * test_fraction)
+    split_of = ["train"] * (len(prompts) - num_test) + ["test"] * num_test
+    jobs = [(p, k) for p in range(len(prompts)) for k in range(videos_per_prompt)]
+    records: list[dict[str, Any]] = []
+    for start in tqdm(range(0, len(jobs), batch_size), desc="generated videos", disable=not progress):
+        batch = jobs[start : start + batch_size]
+        seeds = [seed * 10**6 + p * videos_per_prompt + k for p, k in batch]
+        with torch.no_grad():
+            frames = pipe(
+                [prompts[p] for p, _ in batch],
+                **call,
+                generator=[torch.Generator().manual_seed(s) for s in seeds],
+                output_type="pt",
+            ).frames
+        for (p, k), video_seed, video in zip(batch, seeds, frames.float().clamp(0, 1)):
+            path = f"videos/generated/{split_of[p]}/{p:05d}_{k}.mp4"
+            write_video(video, out / path, fps=fps, options=ENCODER_OPTIONS)
+            analysis = analyze(out / path, prompts[p])
+            rng = np.random.default_rng([seed, p, k])
+            records.append(
+                {
+                    "path": path,
+                    "split": split_of[p],
+                    "prompt": prompts[p],
+                    "seed": video_seed,
+                    "subscores": {d: analysis.subscores[d] for d in DIMENSIONS},
+                    "overall": analysis.overall,
+                    "findings": list(analysis.findings),
+                    "cot": annotate_analysis(analysis, rng),
+                    "num_frames": int(video.shape[0]),
+                }
+            )
+    rows: dict[str, list[dict[str, str]]] = {split: [] for split in GENERATED_SPLITS}
+    for p in range(len(prompts)):
+        group = records[p * videos_per_prompt : (p + 1) * videos_per_prompt]
+        rng = np.random.default_rng([seed, p, videos_per_prompt])
+        for i, j in combinations(range(videos_per_prompt), 2):
+            a, b = (group[i], group[j]) if rng.random() < 0.5 else (group[j], group[i])
+            labels = label_pair(a["subscores"], b["subscores"]).labels
+            rows[split_of[p]].append(_row(a, b, labels, fps, a["num_frames"], model_name))
+    for split in GENERATED_SPLITS:
+        _write_pairs(files[split], rows[split])
+    with open(out / "generated_videos.jsonl", "w", encoding="utf-8", newline="\n") as handle:
+        handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+    return DatasetSummary(
+        out_dir=out,
+        pair_files=files,
+        pairs={split: len(r) for split, r in rows.items()},
+        videos=len(records),
+        held_out=(),
+    )
+
+
+def concatenate_pair_files(sources: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str]) -> Path:
+    """One pair file with the rows of several toy pair files of the same folder (paths stay relative to it)."""
+    rows: list[dict[str, str]] = []
+    for source in sources:
+        with open(source, encoding="utf-8", newline="") as handle:
+            rows.extend(csv.DictReader(handle))
+    return _write_pairs(Path(target), rows)
 
 
 def load_manifest(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

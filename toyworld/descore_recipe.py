@@ -46,8 +46,9 @@ from descore.training.cold_start import ColdStartConfig, ColdStartTrainer
 from descore.training.dual_rl import DualRLConfig, DualRLTrainer
 from descore.training.rewards import quality_reward
 from descore.training.sft import SFTConfig, SFTTrainer
-from toyworld.dataset import build_dataset
-from toyworld.generator import WORLD
+from toyworld.dataset import build_dataset, build_generated_dataset, concatenate_pair_files
+from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
+from toyworld.prompts import parse_prompt
 from toyworld.tiny_models import save_qwen_vl
 
 logger = logging.getLogger(__name__)
@@ -73,6 +74,12 @@ class ToyDeScoreRecipe:
     """Pairs over all splits (three videos per prompt, so about one video per pair)."""
     videos_per_prompt: int = 3
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    generated_prompts: int = 300
+    """Prompts whose toy-generator samples, labelled by the analyzer, join the data (on-policy pairs: what the
+    checkpoint will judge in best-of-N and the recipes); 0 trains on rendered videos only."""
+    generated_videos_per_prompt: int = 4
+    generator: str | None = None
+    """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     backbone_size: str = "toy"
     sft: dict[str, Any] = field(
         default_factory=lambda: {
@@ -120,7 +127,7 @@ class ToyDeScoreRecipe:
     @classmethod
     def quick(cls) -> ToyDeScoreRecipe:
         """A few steps of everything on a small dataset: checks the recipe runs (seconds, not a useful model)."""
-        recipe = cls(pairs=24, split_fractions=(0.5, 0.25, 0.25))
+        recipe = cls(pairs=24, split_fractions=(0.5, 0.25, 0.25), generated_prompts=3, generated_videos_per_prompt=2)
         recipe.sft["max_steps"] = 2
         recipe.stage1["max_steps"] = 2
         recipe.stage2.update(max_steps=1, max_new_tokens=16, group_size=2, pairs_per_step=2, mini_batches=1)
@@ -183,6 +190,18 @@ def evaluate_toy(
     return results
 
 
+def _in_domain_prompts(count: int, seed: int, held_out: set[tuple[str, str]]) -> list[str]:
+    """``count`` toy prompts none of which asks for a held-out (colour, shape) combination (those stay OOD)."""
+    prompts: list[str] = []
+    batch = 0
+    while len(prompts) < count:
+        for prompt in toy_prompts(2 * count, seed=seed + 1000 * batch):
+            if not {(o.color, o.shape) for o in parse_prompt(prompt).objects} & held_out:
+                prompts.append(prompt)
+        batch += 1
+    return prompts[:count]
+
+
 def train_toy_descore(
     out_dir: str | Path,
     recipe: ToyDeScoreRecipe | None = None,
@@ -213,10 +232,23 @@ def train_toy_descore(
             split_fractions=recipe.split_fractions,
             progress=progress,
         )
-    train_file, test_files = (
-        summary.pair_files["train"],
-        {s: summary.pair_files[s] for s in ("test_id", "test_ood")},
-    )
+        train_file = summary.pair_files["train"]
+        test_files = {s: summary.pair_files[s] for s in ("test_id", "test_ood")}
+        if recipe.generated_prompts:
+            generated = build_generated_dataset(
+                data,
+                load_toy_generator(recipe.generator),
+                _in_domain_prompts(recipe.generated_prompts, recipe.seed + 1, set(summary.held_out)),
+                recipe.seed,
+                call=TOY_GENERATOR_CALL,
+                fps=float(WORLD.fps),
+                videos_per_prompt=recipe.generated_videos_per_prompt,
+                progress=progress,
+            )
+            train_file = concatenate_pair_files(
+                [train_file, generated.pair_files["train"]], data / "train_with_generated.csv"
+            )
+            test_files["generated_test"] = generated.pair_files["test"]
     base = save_qwen_vl(out / "base", "qwen3_vl", recipe.backbone_size, seed=recipe.seed)
     common = {
         "mixed_precision": "no",

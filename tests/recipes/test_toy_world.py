@@ -17,7 +17,7 @@ import torch
 from toyworld.generator import DEFAULT_CHECKPOINT, load_toy_generator, toy_prompts
 
 GENERATOR = Path(os.environ.get("DESCORE_TOY_GENERATOR", DEFAULT_CHECKPOINT))
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "recipes.py"
+BENCH = Path(__file__).resolve().parents[2] / "bench" / "recipe_runs.py"
 
 pytestmark = [
     pytest.mark.slow,
