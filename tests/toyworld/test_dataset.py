@@ -12,7 +12,15 @@ from descore.answer import DIMENSIONS, parse_answer
 from descore.errors import ConfigError
 from descore.pairs import PairFormat, load_pairs
 from descore.video_io import read_video
-from toyworld.dataset import PAIR_COLUMNS, SPLITS, build_dataset, held_out_combinations, load_manifest
+from toyworld.dataset import (
+    PAIR_COLUMNS,
+    SPLITS,
+    build_dataset,
+    build_generated_dataset,
+    concatenate_pair_files,
+    held_out_combinations,
+    load_manifest,
+)
 from toyworld.preferences import compare, utility
 from toyworld.scene import WorldConfig
 
@@ -136,3 +144,49 @@ def test_refuses_a_non_empty_folder(tmp_path):
         build_dataset(tmp_path / "d", 3, seed=0, progress=False)
     build_dataset(tmp_path / "d", 3, seed=0, progress=False, overwrite=True)
     assert (tmp_path / "d" / "train.csv").is_file()
+
+
+@pytest.fixture(scope="module")
+def generated(tmp_path_factory):
+    """Samples of the shipped toy generator (few steps: the pipeline's outputs, not their quality, matter here)."""
+    from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
+
+    out = tmp_path_factory.mktemp("generated")
+    pipe = load_toy_generator()
+    pipe.set_progress_bar_config(disable=True)
+    call = {**TOY_GENERATOR_CALL, "num_inference_steps": 4}
+    prompts = toy_prompts(3, seed=5)
+    summary = build_generated_dataset(
+        out, pipe, prompts, 2, call=call, fps=float(WORLD.fps), videos_per_prompt=3, test_fraction=0.34,
+        progress=False,
+    )
+    return out, summary, prompts
+
+
+def test_generated_pairs_are_labelled_by_the_analyzer(generated):
+    from toyworld.analyzer import analyze
+
+    out, summary, prompts = generated
+    assert summary.pairs == {"train": 6, "test": 3} and summary.videos == 9
+    records = {r["path"]: r for r in map(json.loads, (out / "generated_videos.jsonl").read_text().splitlines())}
+    pairs = load_pairs(summary.pair_files["train"], dimension="Overall")
+    assert len(pairs) == 6 and {p.prompt for p in pairs} == set(prompts[:2])
+    for pair in pairs:
+        for video, cot, truth in ((pair.video_a, pair.cot_a, pair.gt_subscores_a),
+                                  (pair.video_b, pair.cot_b, pair.gt_subscores_b)):
+            analysis = analyze(video, pair.prompt)
+            assert truth == {d: analysis.subscores[d] for d in DIMENSIONS}
+            assert parse_answer(cot).dimensional_scores == truth
+            for finding in analysis.findings:
+                assert finding.partition(": ")[2] in cot
+            assert records[str(video.relative_to(out))]["subscores"] == truth
+        expected = compare(utility(pair.gt_subscores_a), utility(pair.gt_subscores_b))
+        assert pair.labels["Overall"] == {"A": 1, "B": -1, "same": 0}[expected]
+
+
+def test_generated_pair_files_concatenate_and_are_never_overwritten(generated):
+    out, summary, _ = generated
+    merged = concatenate_pair_files([summary.pair_files["train"], summary.pair_files["test"]], out / "all.csv")
+    assert len(load_pairs(merged, dimension="Overall")) == 9
+    with pytest.raises(ConfigError, match="already exist"):
+        build_generated_dataset(out, None, ["a red circle"], 0, call={}, fps=8.0)
