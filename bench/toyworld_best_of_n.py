@@ -22,11 +22,13 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--modes", nargs="+", default=["think", "no_think"], choices=["think", "no_think"])
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{args.prompts} prompts x {args.candidates} candidates, analyzer score 1-5 (higher is better)")
     print(f"{'picker':<22} {'DeScore pick':>13} {'random pick':>12} {'best of N':>10} {'seconds':>8}")
-    for label, think in (("toy DeScore, think", True), ("toy DeScore, no think", False)):
+    for mode in args.modes:
+        label, think = f"toy DeScore, {mode.replace('_', ' ')}", mode == "think"
         start = time.perf_counter()
         report = run_demo(
             num_prompts=args.prompts, num_candidates=args.candidates, seed=args.seed, guidance_prompts=0,

@@ -147,7 +147,10 @@ def _check_checkpoints(generator_path: str | Path | None, reward_model_path: str
     if generator_path is None and not (DEFAULT_GENERATOR / "model_index.json").is_file():
         missing.append(f"the toy generator ({DEFAULT_GENERATOR}; `descore toy train-generator --out DIR`)")
     if reward_model_path is None and not (DEFAULT_REWARD_MODEL / "descore_config.json").is_file():
-        missing.append(f"the toy DeScore ({DEFAULT_REWARD_MODEL}; train one with `descore train ...`, see docs)")
+        missing.append(
+            f"the toy DeScore ({DEFAULT_REWARD_MODEL}; `descore toy train-descore --out DIR --export "
+            f"{DEFAULT_REWARD_MODEL}`)"
+        )
     if missing:
         raise CheckpointError(
             "the demo needs checkpoints that are not in this installation: " + "; ".join(missing)

@@ -326,3 +326,22 @@ def test_bad_requests_name_the_fix_before_anything_is_generated(scorer, tmp_path
         DeScorePipeline(descore)
     with pytest.raises(ConfigError, match="reward_model must be"):
         DeScorePipeline(pipe, reward_model=3)
+
+
+def test_the_shipped_toy_checkpoints_rerank_with_a_rationale():
+    """The shipped toy generator and toy DeScore through DeScorePipeline.from_pretrained: think-then-score picks the
+    candidate with the highest reward, its rationale parses, and its seed regenerates it."""
+    from descore.answer import parse_answer
+    from toyworld.descore_recipe import SHIPPED_CHECKPOINT
+    from toyworld.generator import DEFAULT_CHECKPOINT, TOY_GENERATOR_CALL, WORLD, toy_prompts
+
+    pipe = DeScorePipeline.from_pretrained(DEFAULT_CHECKPOINT, reward_model=SHIPPED_CHECKPOINT)
+    pipe.set_progress_bar_config(disable=True)
+    call = {**TOY_GENERATOR_CALL, "num_inference_steps": 4}
+    prompt = toy_prompts(1, seed=3)[0]
+    out = pipe(prompt, num_candidates=3, seeds=[5, 6, 7], output_type="pt", fps=float(WORLD.fps), **call)
+    assert out.frames.shape == (1, WORLD.num_frames, 3, WORLD.height, WORLD.width)
+    assert out.winners == [int(out.rewards[0].argmax())]
+    assert parse_answer(out.cots[0][out.winners[0]]) is not None
+    plain = pipe.video_pipeline(prompt, generator=seeded(out.seeds[0][out.winners[0]]), output_type="pt", **call)
+    assert torch.equal(plain.frames, out.frames)
