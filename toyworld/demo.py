@@ -32,6 +32,8 @@ from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, to
 logger = logging.getLogger(__name__)
 
 DEFAULT_REWARD_MODEL = Path(__file__).resolve().parent / "checkpoints" / "toy_descore"
+#: The demo's reward-gradient guidance: the middle half of the steps, normalised gradient steps.
+GUIDANCE = {"weight": 2.0, "window": (0.25, 0.75), "normalize": True}
 
 
 @dataclass
@@ -90,7 +92,7 @@ def run_demo(
     num_candidates: int = 8,
     seed: int = 0,
     guidance_prompts: int = 2,
-    guidance_weight: float = 2.0,
+    guidance_weight: float = GUIDANCE["weight"],
     generator_path: str | Path | None = None,
     reward_model_path: str | Path | None = None,
     think: bool = True,
@@ -129,7 +131,8 @@ def run_demo(
     for i, prompt in enumerate(tqdm(prompts[:guidance_prompts], desc="guidance", disable=not progress)):
         run_seed = seed * 1000 + 500 + i
         videos = {}
-        for name, guidance in (("plain", None), ("guided", {"weight": guidance_weight, "window": (0.25, 0.75), "normalize": True})):
+        guided = {**GUIDANCE, "weight": guidance_weight}
+        for name, guidance in (("plain", None), ("guided", guided)):
             out = pipe(
                 prompt, seeds=[run_seed], think=False, guidance=guidance, output_type="pt", fps=fps, **TOY_GENERATOR_CALL
             )
