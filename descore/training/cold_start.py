@@ -20,26 +20,19 @@ uninterrupted run. The final model is exported with LoRA merged, as a plain DeSc
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
 import math
-import os
-import shutil
 import time
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
-from pathlib import Path
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from descore.config import CONFIG_NAME
 from descore.errors import ConfigError, DataError
 from descore.evaluation import PairEvaluation, evaluate_with
 from descore.inputs import cot_token_ids
@@ -48,13 +41,9 @@ from descore.metrics import ScoringInput
 from descore.modeling import DeScoreModel
 from descore.pairs import PairDataset, load_pairs
 from descore.scoring import DeScore
-from descore.training.checkpointing import (
-    latest_checkpoint,
-    list_checkpoints,
-    load_checkpoint,
-    save_checkpoint,
-)
-from descore.training.config import config_from_dict, load_yaml_config
+from descore.training.checkpointing import list_checkpoints
+from descore.training.config import TrainingConfig
+from descore.training.config import field_help as _help
 from descore.training.data import (
     FrameStore,
     PairBatch,
@@ -64,23 +53,28 @@ from descore.training.data import (
     encode_rows,
     tokenize_pairs,
 )
+from descore.training.loop import (
+    Run,
+    RunResult,
+    StageTrainer,
+    end_of_turn_id,
+    evaluate_modes,
+    make_adamw,
+    make_scheduler,
+    pair_eval_metrics,
+    read_metrics,
+    to_device,
+)
 
 logger = logging.getLogger(__name__)
 
 #: Linear layers of the Qwen-VL language models (attention and MLP); LoRA is restricted to the language model, since
 #: Qwen2.5-VL's vision blocks use the same MLP names.
 LANGUAGE_MODEL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
-FINAL_NAME = "final"
-METRICS_NAME = "metrics.jsonl"
-_DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-
-
-def _help(text: str, required: bool = False) -> dict[str, Any]:
-    return {"help": text, "required": required}
 
 
 @dataclass
-class ColdStartConfig:
+class ColdStartConfig(TrainingConfig):
     """Stage-1 settings. Defaults follow the reference recipe (LoRA r 64 / alpha 128, lr 2e-6, 5% warmup, 4 epochs)."""
 
     # -- model and data
@@ -215,8 +209,7 @@ class ColdStartConfig:
     resume: bool = field(default=False, metadata=_help("continue from the newest checkpoint in output_dir"))
     progress: bool = field(default=True, metadata=_help("show progress bars"))
 
-    def __post_init__(self) -> None:
-        self.validate()
+    label = "cold-start config"
 
     def validate(self) -> None:
         problems = []
@@ -250,9 +243,7 @@ class ColdStartConfig:
             ("save_every", self.save_every >= 0, ">= 0"),
             ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
         ]
-        problems += [
-            f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok
-        ]
+        problems += self.check_rules(checks)
         bad_modes = [m for m in self.eval_modes if m not in ("no_think", "given_cot")]
         if bad_modes:
             problems.append(
@@ -266,28 +257,13 @@ class ColdStartConfig:
             problems.append(
                 f"model_dtype {self.model_dtype} needs mixed_precision bf16 or fp16 (trainable weights are float32)"
             )
-        if problems:
-            raise ConfigError("cold-start config: " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "cold-start config") -> ColdStartConfig:
-        return config_from_dict(cls, data, where)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> ColdStartConfig:
-        return load_yaml_config(cls, path, overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.raise_problems(problems)
 
 
 @dataclass
-class TrainResult:
+class TrainResult(RunResult):
     """What a run produced: the merged model (in memory and on disk), step count and the last evaluation."""
 
-    scorer: DeScore
-    final_dir: Path
-    steps: int
     evaluations: dict[str, PairEvaluation]
     history: list[dict[str, float]]
 
@@ -318,22 +294,6 @@ class _PairForward(nn.Module):
         return rewards, F.cross_entropy(logits.float(), lm_targets)
 
 
-def _load_scorer(config: ColdStartConfig) -> DeScore:
-    """A DeScore checkpoint as it is, or a base Qwen-VL checkpoint turned into a new DeScore model."""
-    if config.model is None:
-        raise ConfigError("cold-start config: model is required (or pass a DeScore instance to the trainer)")
-    path = Path(config.model)
-    dtype = _DTYPES[config.model_dtype]
-    if (path / CONFIG_NAME).is_file():
-        if config.model_config:
-            raise ConfigError(
-                f"cold-start config: model_config applies to base Qwen-VL checkpoints, but {path} is a DeScore "
-                "checkpoint whose settings stand"
-            )
-        return DeScore.from_pretrained(path, dtype=dtype)
-    return DeScore.from_base_model(path, config.model_config, dtype=dtype)
-
-
 def add_lora(scorer: DeScore, config: ColdStartConfig) -> Any:
     """Put LoRA on the language model's linear layers and make the query row, the head (and the vision tower unless
     frozen) trainable, in place. Returns the peft model that owns the adapters (for merging)."""
@@ -361,28 +321,27 @@ def add_lora(scorer: DeScore, config: ColdStartConfig) -> Any:
         for param in backbone.model.visual.parameters():
             param.requires_grad_(True)
     scorer.model.score_head.requires_grad_(True)
-    for param in scorer.model.parameters():
-        if param.requires_grad and param.dtype != torch.float32:
-            param.data = param.data.float()
-    if config.gradient_checkpointing:
-        backbone.activation_checkpointing_enable({"use_reentrant": False})
+    train_in_float32(scorer, config.gradient_checkpointing)
     return peft_model
 
 
-class ColdStartTrainer:
+def train_in_float32(scorer: DeScore, gradient_checkpointing: bool) -> None:
+    """Make every trainable parameter float32 (frozen ones keep ``model_dtype``) and switch on activation
+    checkpointing in the backbone when asked."""
+    for param in scorer.model.parameters():
+        if param.requires_grad and param.dtype != torch.float32:
+            param.data = param.data.float()
+    if gradient_checkpointing:
+        scorer.model.backbone.activation_checkpointing_enable({"use_reentrant": False})
+
+
+class ColdStartTrainer(StageTrainer):
     """Runs stage 1. ``scorer`` (optional) is the model to start from instead of ``config.model``; ``callbacks`` are
     called as ``callback(step, metrics)`` after every optimizer step (``step`` counts from 1)."""
 
-    def __init__(
-        self,
-        config: ColdStartConfig,
-        scorer: DeScore | None = None,
-        callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
-    ):
-        self.config = config
-        self.output_dir = Path(config.output_dir)
-        self._scorer = scorer
-        self.callbacks = list(callbacks)
+    config: ColdStartConfig
+    progress_desc = "cold start"
+    resume_hint = "the same data, batch_size x gradient_accumulation_steps x processes"
 
     # ------------------------------------------------------------------ data
     def load_data(self) -> tuple[PairDataset, str, PairDataset | None]:
@@ -417,31 +376,17 @@ class ColdStartTrainer:
             evaluation = load_pairs(cfg.eval_file, video_root=cfg.video_root, dimension=dimension)
         return train, dimension, evaluation
 
-    def _check_output_dir(self) -> Path | None:
-        found = latest_checkpoint(self.output_dir)
-        if found is not None and not self.config.resume:
-            raise ConfigError(
-                f"{self.output_dir} already holds training checkpoints ({found.name}); set resume: true to "
-                "continue, or choose another output_dir"
-            )
-        return found
-
     # ------------------------------------------------------------------ training
     def train(self) -> TrainResult:
         """Validate the data, train, evaluate and export the merged model to ``output_dir/final``."""
         cfg = self.config
         train_pairs, dimension, eval_pairs = self.load_data()
-        resume_from = self._check_output_dir()
-        accelerator = _accelerator(cfg)
-        torch.manual_seed(cfg.seed)
-        scorer = self._scorer if self._scorer is not None else _load_scorer(cfg)
+        resume_from, accelerator, scorer = self._begin()
         model = scorer.model
         peft_model = add_lora(scorer, cfg)
 
-        frames = FrameStore(model.config.sampling, cfg.video_cache_dir)
         videos = train_pairs.videos() + (eval_pairs.videos() if eval_pairs is not None else [])
-        with accelerator.main_process_first():
-            frames.add_all(videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process)
+        frames = self._decode_frames(accelerator, scorer, videos)
         examples = tokenize_pairs(
             train_pairs,
             dimension,
@@ -461,39 +406,20 @@ class ColdStartTrainer:
         total_steps = cfg.max_steps or schedule.steps_for_epochs(cfg.num_epochs)
 
         forward = _PairForward(model, with_lm=cfg.lm_loss_weight > 0)
-        optimizer = self._optimizer(model)
-        scheduler = _scheduler(cfg, optimizer, total_steps)
+        optimizer = make_adamw(cfg, model)
+        scheduler = make_scheduler(cfg, optimizer, total_steps)
         forward, optimizer = accelerator.prepare(forward, optimizer)
-        start = 0
         data_state = {
             "pairs_per_step": schedule.pairs_per_step,
             "num_pairs": schedule.num_pairs,
             "train_file": str(train_pairs.source),
             "dimension": dimension,
         }
-        if resume_from is not None:
-            state = load_checkpoint(resume_from, model=model, optimizer=optimizer, scheduler=scheduler)
-            _check_resumable(state, data_state, resume_from)
-            if accelerator.scaler is not None and state.get("grad_scaler"):
-                accelerator.scaler.load_state_dict(state["grad_scaler"])
-            start = state["step"]
-        if accelerator.is_main_process:
-            _truncate_metrics(self.output_dir / METRICS_NAME, start)
-        accelerator.init_trackers(cfg.project_name, config=_flat(cfg.to_dict()))
+        run = Run(accelerator, model, forward, optimizer, scheduler, data_state, total_steps)
+        start = self._start(run, resume_from)
+        end_of_turn = end_of_turn_id(scorer.tokenizer)
 
-        end_of_turn = _end_of_turn_id(scorer.tokenizer)
-        history: list[dict[str, float]] = []
-        evaluations: dict[str, PairEvaluation] = {}
-        bar = tqdm(
-            total=total_steps,
-            initial=start,
-            desc="cold start",
-            unit="step",
-            disable=not (cfg.progress and accelerator.is_local_main_process),
-        )
-        forward.train()
-        for step in range(start, total_steps):
-            torch.manual_seed(_step_seed(cfg.seed, step, accelerator.process_index))
+        def train_step(step: int) -> dict[str, float]:
             began = time.perf_counter()
             plan = schedule.step_plan(step, accelerator.process_index)
             totals = torch.zeros(8, dtype=torch.float64, device=accelerator.device)
@@ -507,18 +433,11 @@ class ColdStartTrainer:
                     model.query_token_id,
                     end_of_turn,
                 ).to(accelerator.device)
-                last = micro == len(plan) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(forward):
+                with run.grad_sync(last=micro == len(plan) - 1):
                     loss, stats = self._micro_step(forward, batch, accelerator)
                     accelerator.backward(loss / len(plan))
                 totals += stats
-            grad_norm = math.nan
-            if cfg.max_grad_norm is not None:
-                grad_norm = float(accelerator.clip_grad_norm_(forward.parameters(), cfg.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-
+            grad_norm = run.optimizer_step(cfg.max_grad_norm)
             metrics = _step_metrics(
                 accelerator.reduce(totals, reduction="sum"), len(plan) * accelerator.num_processes
             )
@@ -529,46 +448,22 @@ class ColdStartTrainer:
                 grad_norm=grad_norm,
                 seconds=time.perf_counter() - began,
             )
-            done = step + 1
-            if (
-                cfg.eval_every
-                and done % cfg.eval_every == 0
-                and eval_pairs is not None
-                and done < total_steps
-            ):
-                evaluations = self._evaluate(accelerator, scorer, frames, eval_pairs, dimension, forward)
-                metrics.update(_eval_metrics(evaluations, dimension))
-            history.append(metrics)
-            self._log(accelerator, metrics, bar)
-            if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
-                self._save(accelerator, done, model, optimizer, scheduler, data_state)
-            for callback in self.callbacks:
-                callback(done, metrics)
+            return metrics
 
-        bar.close()
-        if eval_pairs is not None:
-            evaluations = self._evaluate(accelerator, scorer, frames, eval_pairs, dimension, forward)
-            final_metrics = {"step": total_steps, **_eval_metrics(evaluations, dimension)}
-            self._log(accelerator, final_metrics, None)
-        final_dir = self._export(accelerator, scorer, peft_model)
-        accelerator.end_training()
-        return TrainResult(scorer, final_dir, total_steps, evaluations, history)
-
-    def _optimizer(self, model: DeScoreModel) -> torch.optim.Optimizer:
-        cfg = self.config
-        head = [p for p in model.score_head.parameters() if p.requires_grad]
-        head_ids = {id(p) for p in head}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [
-            {"params": rest, "lr": cfg.learning_rate},
-            {"params": head, "lr": cfg.head_learning_rate or cfg.learning_rate},
-        ]
-        return torch.optim.AdamW(
-            groups,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon,
-            weight_decay=cfg.weight_decay,
+        history, evaluations = self._run_steps(
+            run,
+            start,
+            train_step,
+            postfix=lambda m: {"loss": f"{m['loss']:.4f}", "acc": f"{m['accuracy']:.3f}"},
+            evaluate=(
+                None
+                if eval_pairs is None
+                else lambda: self._evaluate(accelerator, scorer, frames, eval_pairs, dimension, forward)
+            ),
+            eval_metrics=lambda evaluations: pair_eval_metrics(evaluations, dimension),
         )
+        final_dir = self._finish(accelerator, scorer, peft_model)
+        return TrainResult(scorer, final_dir, total_steps, evaluations, history)
 
     def _micro_step(
         self, forward: nn.Module, batch: PairBatch, accelerator: Any
@@ -597,7 +492,7 @@ class ColdStartTrainer:
         )
         return loss, stats
 
-    # ------------------------------------------------------------------ evaluation, logging, saving
+    # ------------------------------------------------------------------ evaluation
     def score_inputs(
         self, scorer: DeScore, frames: FrameStore, inputs: Sequence[ScoringInput], batch_size: int
     ) -> np.ndarray:
@@ -616,10 +511,7 @@ class ColdStartTrainer:
                 for item in inputs[start : start + batch_size]
             ]
             encoded = encode_rows(scorer.processor, model.config, model.query_token_id, rows)
-            encoded = {
-                k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in encoded.items()
-            }
-            rewards.append(model(**encoded).rewards[:, 0].float().cpu())
+            rewards.append(model(**to_device(encoded, model.device)).rewards[:, 0].float().cpu())
         return torch.cat(rewards).numpy()
 
     def _evaluate(
@@ -631,79 +523,18 @@ class ColdStartTrainer:
         dimension: str,
         forward: nn.Module,
     ) -> dict[str, PairEvaluation]:
-        results: dict[str, PairEvaluation] = {}
-        if accelerator.is_main_process:
-            forward.eval()
+        def score(items: Sequence[ScoringInput]) -> tuple[np.ndarray, None]:
+            return self.score_inputs(scorer, frames, items, self.config.eval_batch_size), None
+
+        def evaluate() -> dict[str, PairEvaluation]:
             with torch.no_grad(), accelerator.autocast():
-                for mode in self.config.eval_modes:
-                    if mode == "given_cot" and not pairs.has_cot:
-                        logger.info("eval file has no CoT_A / CoT_B: skipping given_cot evaluation")
-                        continue
-                    results[mode] = evaluate_with(
-                        lambda items: (
-                            self.score_inputs(scorer, frames, items, self.config.eval_batch_size),
-                            None,
-                        ),
-                        pairs,
-                        mode=mode,
-                        dimensions=[dimension],
-                    )
-            forward.train()
-        accelerator.wait_for_everyone()
-        return results
+                return evaluate_modes(
+                    self.config.eval_modes,
+                    pairs,
+                    lambda mode: evaluate_with(score, pairs, mode=mode, dimensions=[dimension]),
+                )
 
-    def _log(self, accelerator: Any, metrics: dict[str, float], bar: tqdm | None) -> None:
-        accelerator.log(metrics, step=int(metrics["step"]))
-        if accelerator.is_main_process:
-            self.output_dir.mkdir(parents=True, exist_ok=True)
-            with open(self.output_dir / METRICS_NAME, "a") as handle:
-                handle.write(json.dumps({k: _json_number(v) for k, v in metrics.items()}) + "\n")
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", acc=f"{metrics['accuracy']:.3f}", refresh=False)
-
-    def _save(self, accelerator, step, model, optimizer, scheduler, data_state) -> None:
-        accelerator.wait_for_everyone()
-        if accelerator.is_main_process:
-            save_checkpoint(
-                self.output_dir,
-                step,
-                model=model,
-                optimizer=optimizer,
-                scheduler=scheduler,
-                state={
-                    "config": self.config.to_dict(),
-                    "data": data_state,
-                    "grad_scaler": accelerator.scaler.state_dict()
-                    if accelerator.scaler is not None
-                    else None,
-                },
-                keep_last=self.config.save_total_limit,
-            )
-        accelerator.wait_for_everyone()
-
-    def _export(self, accelerator: Any, scorer: DeScore, peft_model: Any) -> Path:
-        """Merge LoRA (and the query row) into the weights and write a plain DeScore checkpoint, atomically."""
-        final = self.output_dir / FINAL_NAME
-        accelerator.wait_for_everyone()
-        merged = peft_model.merge_and_unload()
-        if merged is not scorer.model.backbone:
-            raise RuntimeError("peft returned a different backbone object after merging")
-        if self.config.gradient_checkpointing:
-            merged.activation_checkpointing_disable()
-        merged.to(_DTYPES[self.config.model_dtype])  # trained float32 weights back to the backbone's dtype
-        scorer.model.requires_grad_(False)
-        scorer.model.eval()
-        if accelerator.is_main_process:
-            partial = self.output_dir / f".{FINAL_NAME}.partial-{os.getpid()}"
-            shutil.rmtree(partial, ignore_errors=True)
-            scorer.save_pretrained(partial)
-            if final.exists():
-                shutil.rmtree(final)
-            os.replace(partial, final)
-            logger.info("wrote the merged DeScore model to %s", final)
-        accelerator.wait_for_everyone()
-        return final
+        return self._on_main_process(accelerator, forward, evaluate)
 
 
 def train_cold_start(config: ColdStartConfig, scorer: DeScore | None = None) -> TrainResult:
@@ -712,51 +543,6 @@ def train_cold_start(config: ColdStartConfig, scorer: DeScore | None = None) -> 
 
 
 # ---------------------------------------------------------------------------------------------------- helpers
-def _accelerator(config: ColdStartConfig) -> Any:
-    """An Accelerator for this run. accelerate keeps one process-wide state; in a single process (a notebook, a test
-    session) an earlier run with another mixed precision is forgotten instead of refusing this one."""
-    from accelerate import Accelerator
-    from accelerate.state import AcceleratorState, PartialState
-
-    kwargs = {
-        "mixed_precision": config.mixed_precision,
-        "log_with": config.log_with or None,
-        "project_dir": config.output_dir,
-    }
-    try:
-        return Accelerator(**kwargs)
-    except ValueError as err:
-        if PartialState().num_processes > 1:
-            raise ConfigError(
-                f"cold-start config: mixed_precision={config.mixed_precision!r}: {err}"
-            ) from None
-        AcceleratorState._reset_state()
-        return Accelerator(**kwargs)
-
-
-def _scheduler(config: ColdStartConfig, optimizer: torch.optim.Optimizer, total_steps: int) -> Any:
-    from transformers import get_scheduler
-
-    name = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}[config.lr_scheduler]
-    warmup = round(config.warmup_ratio * total_steps)
-    return get_scheduler(name, optimizer, num_warmup_steps=warmup, num_training_steps=total_steps)
-
-
-def _step_seed(seed: int, step: int, rank: int) -> int:
-    return int(np.random.SeedSequence([seed, step, rank]).generate_state(1)[0])
-
-
-def _end_of_turn_id(tokenizer: Any) -> int:
-    token_id = tokenizer.convert_tokens_to_ids("<|im_end|>")
-    if token_id is None or token_id == tokenizer.unk_token_id:
-        token_id = tokenizer.eos_token_id
-    if token_id is None:
-        raise ConfigError(
-            "the tokenizer has neither <|im_end|> nor an eos token to end a chain of thought with"
-        )
-    return int(token_id)
-
-
 def _step_metrics(totals: torch.Tensor, micro_batches: int) -> dict[str, float]:
     loss, bt, lm, correct, decided, margin, kept, tokens = totals.tolist()
     return {
@@ -768,51 +554,6 @@ def _step_metrics(totals: torch.Tensor, micro_batches: int) -> dict[str, float]:
         "cot_kept": kept / micro_batches,
         "tokens": tokens,
     }
-
-
-def _eval_metrics(evaluations: dict[str, PairEvaluation], dimension: str) -> dict[str, float]:
-    out = {}
-    for mode, evaluation in evaluations.items():
-        report = evaluation.dimensions[dimension]
-        out[f"eval/{mode}/accuracy"] = report.without_ties.accuracy
-        out[f"eval/{mode}/accuracy_with_ties"] = report.with_ties.accuracy
-        out[f"eval/{mode}/tie_threshold"] = report.with_ties.epsilon
-    return out
-
-
-def _check_resumable(state: dict[str, Any], data_state: dict[str, Any], path: Path) -> None:
-    saved = state.get("data", {})
-    changed = {k: (saved.get(k), v) for k, v in data_state.items() if saved.get(k) != v}
-    if changed:
-        listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise ConfigError(
-            f"{path}: cannot resume exactly: the data or batch layout changed ({listing}); use the same data, "
-            "batch_size x gradient_accumulation_steps x processes, or start a new output_dir"
-        )
-
-
-def _truncate_metrics(path: Path, step: int) -> None:
-    """Forget logged steps after ``step`` (they are about to be re-run after a resume)."""
-    if not path.is_file():
-        return
-    kept = [
-        line for line in path.read_text().splitlines() if line and json.loads(line).get("step", 0) <= step
-    ]
-    path.write_text("".join(line + "\n" for line in kept))
-
-
-def _json_number(value: Any) -> Any:
-    return None if isinstance(value, float) and not math.isfinite(value) else value
-
-
-def _flat(config: dict[str, Any]) -> dict[str, Any]:
-    return {k: v if isinstance(v, (int, float, str, bool)) else json.dumps(v) for k, v in config.items()}
-
-
-def read_metrics(output_dir: str | os.PathLike) -> list[dict[str, Any]]:
-    """The per-step records of ``metrics.jsonl`` in ``output_dir`` (evaluation-only records included)."""
-    path = Path(output_dir) / METRICS_NAME
-    return [json.loads(line) for line in path.read_text().splitlines() if line] if path.is_file() else []
 
 
 __all__ = [

@@ -13,13 +13,21 @@ import os
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, TypeVar, Union
 
 import yaml
 
 from descore.errors import ConfigError
 
+if TYPE_CHECKING:
+    from typing_extensions import Self
+
 C = TypeVar("C")
+
+
+def field_help(text: str, required: bool = False) -> dict[str, Any]:
+    """The ``metadata`` of a config field: its ``--help`` text and whether it must be set."""
+    return {"help": text, "required": required}
 
 
 def _check_value(name: str, value: Any, kind: Any, where: str) -> Any:
@@ -144,3 +152,41 @@ def describe_fields(cls: type) -> str:
         lines.append(f"  {f.name} ({_type_name(hints[f.name])}, {shown})")
         lines.append(f"      {f.metadata.get('help', '')}")
     return "\n".join(lines)
+
+
+class TrainingConfig:
+    """Base of the training config dataclasses: YAML / mapping reading, ``to_dict``, validation on construction.
+
+    A subclass sets ``label`` (how errors name the config, e.g. ``"sft config"``) and implements ``validate``, which
+    collects its problems and passes them to :meth:`raise_problems`; ``check_rules`` formats ``(field, ok, rule)``
+    checks.
+    """
+
+    label: ClassVar[str] = "config"
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` naming every problem of the settings."""
+        raise NotImplementedError
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], where: str | None = None) -> Self:
+        return config_from_dict(cls, data, where or cls.label)
+
+    @classmethod
+    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> Self:
+        return load_yaml_config(cls, path, overrides)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check_rules(self, checks: list[tuple[str, bool, str]]) -> list[str]:
+        """``"<field> must be <rule>, got <value>"`` for every ``(field, ok, rule)`` check that failed."""
+        return [f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok]
+
+    def raise_problems(self, problems: list[str]) -> None:
+        """One :class:`ConfigError` listing ``problems`` after the config's label (nothing if there are none)."""
+        if problems:
+            raise ConfigError(f"{self.label}: " + "; ".join(problems))

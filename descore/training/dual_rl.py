@@ -30,20 +30,17 @@ metrics of an uninterrupted run. The final model is exported with LoRA merged as
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
-import os
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from descore.answer import SubScore
 from descore.config import CONFIG_NAME
@@ -53,45 +50,34 @@ from descore.inputs import control_tokens, encode_inputs
 from descore.losses import pair_loss
 from descore.pairs import PairDataset, load_pairs
 from descore.scoring import DeScore, _cot_mask
-from descore.training.cold_start import (
-    _DTYPES,
-    LANGUAGE_MODEL_LINEAR,
-    METRICS_NAME,
-    _accelerator,
-    _eval_metrics,
-    _flat,
-    _scheduler,
-    _step_seed,
-    _truncate_metrics,
-    add_lora,
-)
-from descore.training.config import config_from_dict, load_yaml_config
+from descore.training.cold_start import LANGUAGE_MODEL_LINEAR, add_lora
+from descore.training.config import TrainingConfig
+from descore.training.config import field_help as _help
 from descore.training.data import FrameStore, PairSchedule, RowSpec, encode_rows
+from descore.training.loop import (
+    DTYPES,
+    Run,
+    RunResult,
+    StageTrainer,
+    evaluate_modes,
+    make_adamw,
+    make_scheduler,
+    pair_eval_metrics,
+    to_device,
+)
 from descore.training.rewards import (
     REFERENCE_LENGTH_THRESHOLDS,
     REFERENCE_LENGTH_VALUES,
     RewardRule,
     RolloutReward,
 )
-from descore.training.sft import (
-    CompletionForward,
-    append_metrics,
-    check_output_dir,
-    completion_targets,
-    export_model,
-    resume_training_state,
-    save_training_state,
-)
+from descore.training.sft import CompletionForward, completion_targets
 
 logger = logging.getLogger(__name__)
 
 
-def _help(text: str, required: bool = False) -> dict[str, Any]:
-    return {"help": text, "required": required}
-
-
 @dataclass
-class DualRLConfig:
+class DualRLConfig(TrainingConfig):
     """Stage-2 settings. Defaults follow the reference recipe (G = 8, clip 0.2 / 0.3, k3 KL 1e-5, BT weight 5e-3,
     reward 0.7 quality + 0.1 format + 0.2 length with the reference's character steps, AdamW lr 1e-6, wd 1e-2)."""
 
@@ -251,8 +237,7 @@ class DualRLConfig:
     resume: bool = field(default=False, metadata=_help("continue from the newest checkpoint in output_dir"))
     progress: bool = field(default=True, metadata=_help("show progress bars"))
 
-    def __post_init__(self) -> None:
-        self.validate()
+    label = "dual-rl config"
 
     @property
     def freeze_vision(self) -> bool:
@@ -316,9 +301,7 @@ class DualRLConfig:
             ("save_every", self.save_every >= 0, ">= 0"),
             ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
         ]
-        problems += [
-            f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok
-        ]
+        problems += self.check_rules(checks)
         if self.pairs_per_step % self.mini_batches:
             problems.append(
                 f"pairs_per_step ({self.pairs_per_step}) must be a multiple of mini_batches ({self.mini_batches})"
@@ -333,23 +316,11 @@ class DualRLConfig:
             problems.append(f"eval_modes {bad_modes} unknown; use {list(EVAL_MODES)}")
         if self.model_dtype != "float32" and self.mixed_precision == "no":
             problems.append(f"model_dtype {self.model_dtype} needs mixed_precision bf16 or fp16")
-        if problems:
-            raise ConfigError("dual-rl config: " + "; ".join(problems))
+        self.raise_problems(problems)
         try:
             self.reward_rule()
         except ConfigError as err:
-            raise ConfigError(f"dual-rl config: {err}") from None
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "dual-rl config") -> DualRLConfig:
-        return config_from_dict(cls, data, where)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> DualRLConfig:
-        return load_yaml_config(cls, path, overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+            raise ConfigError(f"{self.label}: {err}") from None
 
 
 # ---------------------------------------------------------------------------------------------------- data
@@ -394,7 +365,7 @@ class MicroBatch:
     ref_log_probs: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> MicroBatch:
-        moved = {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in self.inputs.items()}
+        moved = to_device(self.inputs, device)
         tensors = {
             name: getattr(self, name).to(device)
             for name in ("rows", "cols", "targets", "advantages", "labels")
@@ -407,20 +378,20 @@ class MicroBatch:
 
 
 @dataclass
-class DualRLResult:
+class DualRLResult(RunResult):
     """What a run produced: the merged model (in memory and on disk), step count, history, last evaluation."""
 
-    scorer: DeScore
-    final_dir: Path
-    steps: int
     history: list[dict[str, float]]
     evaluations: dict[str, PairEvaluation]
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
-class DualRLTrainer:
+class DualRLTrainer(StageTrainer):
     """Runs stage 2. ``scorer`` (optional) is the model to start from instead of ``config.model``; ``callbacks`` are
     called as ``callback(step, metrics)`` after every step (``step`` counts from 1)."""
+
+    config: DualRLConfig
+    progress_desc = "dual rl"
 
     def __init__(
         self,
@@ -428,10 +399,7 @@ class DualRLTrainer:
         scorer: DeScore | None = None,
         callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
     ):
-        self.config = config
-        self.output_dir = Path(config.output_dir)
-        self._scorer = scorer
-        self.callbacks = list(callbacks)
+        super().__init__(config, scorer, callbacks)
         self.rule = config.reward_rule()
 
     # ------------------------------------------------------------------ data
@@ -480,7 +448,7 @@ class DualRLTrainer:
                 f"dual-rl config: model {cfg.model} is not a DeScore checkpoint ({CONFIG_NAME} is missing); stage 2 "
                 "starts from a trained reward model (stage 1's final/)"
             )
-        return DeScore.from_pretrained(cfg.model, dtype=_DTYPES[cfg.model_dtype])
+        return DeScore.from_pretrained(cfg.model, dtype=DTYPES[cfg.model_dtype])
 
     # ------------------------------------------------------------------ rollouts
     def rollout(self, scorer: DeScore, frames: FrameStore, pairs: Sequence[RLPair]) -> list[list[Rollout]]:
@@ -506,9 +474,7 @@ class DualRLTrainer:
                 inputs = encode_inputs(
                     scorer.processor, model.config, [j[1] for j in chunk], [frames.get(j[0]) for j in chunk]
                 )
-                inputs = {
-                    k: v.to(model.device) if isinstance(v, torch.Tensor) else v for k, v in inputs.items()
-                }
+                inputs = to_device(inputs, model.device)
                 out = backbone.generate(
                     **inputs,
                     do_sample=True,
@@ -658,19 +624,12 @@ class DualRLTrainer:
         """Validate the data, train, evaluate and export the merged model to ``output_dir/final``."""
         cfg = self.config
         examples, dimension, eval_pairs = self.load_data()
-        resume_from = check_output_dir(self.output_dir, cfg.resume)
-        accelerator = _accelerator(cfg)
-        torch.manual_seed(cfg.seed)
-        scorer = self._scorer if self._scorer is not None else self._load_scorer()
+        resume_from, accelerator, scorer = self._begin()
         model = scorer.model
         peft_model = add_lora(scorer, cfg)
 
-        frames = FrameStore(model.config.sampling, cfg.video_cache_dir)
         videos = list(dict.fromkeys(v for p in examples for v in (p.video_a, p.video_b)))
-        with accelerator.main_process_first():
-            frames.add_all(
-                videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process
-            )
+        frames = self._decode_frames(accelerator, scorer, videos)
         schedule = PairSchedule(
             num_pairs=len(examples),
             micro_batch=cfg.pairs_per_step,
@@ -682,8 +641,8 @@ class DualRLTrainer:
         total_steps = cfg.max_steps or schedule.steps_for_epochs(cfg.num_epochs)
         updates_per_step = cfg.mini_batches * cfg.ppo_epochs
         forward = CompletionForward(model, temperature=cfg.temperature)
-        optimizer = self._optimizer(model)
-        scheduler = _scheduler(cfg, optimizer, total_steps * updates_per_step)
+        optimizer = make_adamw(cfg, model)
+        scheduler = make_scheduler(cfg, optimizer, total_steps * updates_per_step)
         forward, optimizer = accelerator.prepare(forward, optimizer)
         module = accelerator.unwrap_model(forward)
         data_state = {
@@ -693,25 +652,10 @@ class DualRLTrainer:
             "dimension": dimension,
             "updates_per_step": updates_per_step,
         }
-        start = 0
-        if resume_from is not None:
-            start = resume_training_state(accelerator, resume_from, model, optimizer, scheduler, data_state)
-        if accelerator.is_main_process:
-            _truncate_metrics(self.output_dir / METRICS_NAME, start)
-        accelerator.init_trackers(cfg.project_name, config=_flat(cfg.to_dict()))
+        run = Run(accelerator, model, forward, optimizer, scheduler, data_state, total_steps)
+        start = self._start(run, resume_from)
 
-        history: list[dict[str, float]] = []
-        evaluations: dict[str, PairEvaluation] = {}
-        bar = tqdm(
-            total=total_steps,
-            initial=start,
-            desc="dual rl",
-            unit="step",
-            disable=not (cfg.progress and accelerator.is_local_main_process),
-        )
-        forward.train()
-        for step in range(start, total_steps):
-            torch.manual_seed(_step_seed(cfg.seed, step, accelerator.process_index))
+        def train_step(step: int) -> dict[str, float]:
             began = time.perf_counter()
             indices = schedule.step_plan(step, accelerator.process_index)[0][0]
             pairs = [examples[i] for i in indices]
@@ -722,7 +666,7 @@ class DualRLTrainer:
                 batch.old_log_probs = self.policy_log_probs(module, batch, accelerator)
                 with peft_model.disable_adapter():
                     batch.ref_log_probs = self.policy_log_probs(module, batch, accelerator)
-            metrics = self._update(accelerator, forward, optimizer, scheduler, batches)
+            metrics = self._update(run, batches)
             metrics.update(_rollout_metrics(groups))
             done = step + 1
             metrics.update(
@@ -732,39 +676,26 @@ class DualRLTrainer:
                 rollout_seconds=rollout_seconds,
                 seconds=time.perf_counter() - began,
             )
-            if (
-                cfg.eval_every
-                and done % cfg.eval_every == 0
-                and eval_pairs is not None
-                and done < total_steps
-            ):
-                evaluations = self._evaluate(accelerator, scorer, eval_pairs, dimension, forward)
-                metrics.update(_eval_metrics(evaluations, dimension))
-            history.append(metrics)
-            append_metrics(accelerator, self.output_dir, metrics)
-            bar.update(1)
-            bar.set_postfix(
-                reward=f"{metrics['reward']:.3f}", bt_acc=f"{metrics['bt_accuracy']:.2f}", refresh=False
-            )
-            if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
-                save_training_state(accelerator, self, done, model, optimizer, scheduler, data_state)
-            for callback in self.callbacks:
-                callback(done, metrics)
-        bar.close()
-        if eval_pairs is not None:
-            evaluations = self._evaluate(accelerator, scorer, eval_pairs, dimension, forward)
-            append_metrics(
-                accelerator, self.output_dir, {"step": total_steps, **_eval_metrics(evaluations, dimension)}
-            )
-        final_dir = export_model(accelerator, scorer, peft_model, self.output_dir, cfg)
-        accelerator.end_training()
+            return metrics
+
+        history, evaluations = self._run_steps(
+            run,
+            start,
+            train_step,
+            postfix=lambda m: {"reward": f"{m['reward']:.3f}", "bt_acc": f"{m['bt_accuracy']:.2f}"},
+            evaluate=(
+                None
+                if eval_pairs is None
+                else lambda: self._evaluate(accelerator, scorer, eval_pairs, dimension, forward)
+            ),
+            eval_metrics=lambda evaluations: pair_eval_metrics(evaluations, dimension),
+        )
+        final_dir = self._finish(accelerator, scorer, peft_model)
         return DualRLResult(scorer, final_dir, total_steps, history, evaluations)
 
-    def _update(
-        self, accelerator: Any, forward: nn.Module, optimizer, scheduler, batches: list[MicroBatch]
-    ) -> dict[str, float]:
+    def _update(self, run: Run, batches: list[MicroBatch]) -> dict[str, float]:
         """``ppo_epochs`` passes over the step's micro-batches, ``mini_batches`` optimizer updates per pass."""
-        cfg = self.config
+        cfg, accelerator = self.config, run.accelerator
         per_update = math.ceil(len(batches) / cfg.mini_batches)
         totals: dict[str, float] = {}
         grad_norms, first_dev = [], math.nan
@@ -779,10 +710,9 @@ class DualRLTrainer:
                     num_bt = sum(b.bt_pairs for b in group)
                 deviations = []
                 for micro, batch in enumerate(group):
-                    last = micro == len(group) - 1
-                    with contextlib.nullcontext() if last else accelerator.no_sync(forward):
+                    with run.grad_sync(last=micro == len(group) - 1):
                         loss, stats = self.micro_loss(
-                            forward, batch, accelerator, num_tokens, num_rows, num_bt
+                            run.forward, batch, accelerator, num_tokens, num_rows, num_bt
                         )
                         accelerator.backward(loss)
                     deviations.append(stats.pop("ratio_dev"))
@@ -790,13 +720,9 @@ class DualRLTrainer:
                         totals[key] = totals.get(key, 0.0) + value
                 if epoch == 0 and first == 0:
                     first_dev = max(deviations)
+                grad_norm = run.optimizer_step(cfg.max_grad_norm)
                 if cfg.max_grad_norm is not None:
-                    grad_norms.append(
-                        float(accelerator.clip_grad_norm_(forward.parameters(), cfg.max_grad_norm))
-                    )
-                optimizer.step()
-                scheduler.step()
-                optimizer.zero_grad(set_to_none=True)
+                    grad_norms.append(grad_norm)
         keys = sorted(totals)
         reduced = accelerator.reduce(
             torch.tensor([totals[k] for k in keys], dtype=torch.float64, device=accelerator.device),
@@ -817,49 +743,28 @@ class DualRLTrainer:
             "grad_norm": float(np.mean(grad_norms)) if grad_norms else math.nan,
         }
 
-    def _optimizer(self, model: nn.Module) -> torch.optim.Optimizer:
-        cfg = self.config
-        head = [p for p in model.score_head.parameters() if p.requires_grad]
-        head_ids = {id(p) for p in head}
-        rest = [p for p in model.parameters() if p.requires_grad and id(p) not in head_ids]
-        groups = [
-            {"params": rest, "lr": cfg.learning_rate},
-            {"params": head, "lr": cfg.head_learning_rate or cfg.learning_rate},
-        ]
-        return torch.optim.AdamW(
-            groups,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon,
-            weight_decay=cfg.weight_decay,
-        )
-
     def _evaluate(
         self, accelerator: Any, scorer: DeScore, pairs: PairDataset, dimension: str, forward: nn.Module
     ) -> dict[str, PairEvaluation]:
         cfg = self.config
-        results: dict[str, PairEvaluation] = {}
-        if accelerator.is_main_process:
-            forward.eval()
-            generation = (
-                {} if cfg.eval_max_new_tokens is None else {"max_new_tokens": cfg.eval_max_new_tokens}
+        generation = {} if cfg.eval_max_new_tokens is None else {"max_new_tokens": cfg.eval_max_new_tokens}
+
+        def evaluate(mode: str) -> PairEvaluation:
+            return evaluate_pairs(
+                scorer,
+                pairs,
+                mode=mode,
+                dimensions=[dimension],
+                batch_size=cfg.eval_batch_size,
+                generation=generation,
+                progress=False,
             )
+
+        def evaluate_all() -> dict[str, PairEvaluation]:
             with accelerator.autocast():
-                for mode in cfg.eval_modes:
-                    if mode == "given_cot" and not pairs.has_cot:
-                        logger.info("eval file has no CoT_A / CoT_B: skipping given_cot evaluation")
-                        continue
-                    results[mode] = evaluate_pairs(
-                        scorer,
-                        pairs,
-                        mode=mode,
-                        dimensions=[dimension],
-                        batch_size=cfg.eval_batch_size,
-                        generation=generation,
-                        progress=False,
-                    )
-            forward.train()
-        accelerator.wait_for_everyone()
-        return results
+                return evaluate_modes(cfg.eval_modes, pairs, evaluate)
+
+        return self._on_main_process(accelerator, forward, evaluate_all)
 
 
 def _rollout_metrics(groups: Sequence[Sequence[Rollout]]) -> dict[str, float]:

@@ -21,15 +21,10 @@ shared with stage 2, which needs the same per-token log-probabilities of generat
 
 from __future__ import annotations
 
-import contextlib
-import json
 import logging
-import math
-import os
-import shutil
 import time
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
@@ -37,39 +32,29 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from tqdm.auto import tqdm
 
-from descore.errors import ConfigError, DataError
+from descore.errors import DataError
 from descore.inputs import cot_token_ids
 from descore.metrics import ScoringInput, pair_inputs
 from descore.modeling import DeScoreModel
 from descore.pairs import PairDataset, load_pairs
 from descore.scoring import DeScore
-from descore.training.checkpointing import latest_checkpoint, load_checkpoint, save_checkpoint
-from descore.training.cold_start import (
-    _DTYPES,
-    FINAL_NAME,
-    LANGUAGE_MODEL_LINEAR,
-    METRICS_NAME,
-    _accelerator,
-    _end_of_turn_id,
-    _flat,
-    _json_number,
-    _load_scorer,
-    _scheduler,
-    _step_seed,
-    _truncate_metrics,
-    add_lora,
-)
-from descore.training.config import config_from_dict, load_yaml_config
+from descore.training.cold_start import LANGUAGE_MODEL_LINEAR, add_lora, train_in_float32
+from descore.training.config import TrainingConfig
+from descore.training.config import field_help as _help
 from descore.training.data import FrameStore, PairSchedule, RowSpec, encode_rows
+from descore.training.loop import (
+    Run,
+    RunResult,
+    StageTrainer,
+    end_of_turn_id,
+    make_adamw,
+    make_scheduler,
+    to_device,
+)
 from descore.training.rewards import format_reward, quality_reward
 
 logger = logging.getLogger(__name__)
-
-
-def _help(text: str, required: bool = False) -> dict[str, Any]:
-    return {"help": text, "required": required}
 
 
 # ---------------------------------------------------------------------------------------------------- shared pieces
@@ -128,105 +113,9 @@ def make_trainable(scorer: DeScore, config: Any) -> Any:
         backbone.lm_head.requires_grad_(True)
         if not config.freeze_vision:
             backbone.model.visual.requires_grad_(True)
-        for param in scorer.model.parameters():
-            if param.requires_grad and param.dtype != torch.float32:
-                param.data = param.data.float()
-        if config.gradient_checkpointing:
-            backbone.activation_checkpointing_enable({"use_reentrant": False})
+        train_in_float32(scorer, config.gradient_checkpointing)
     scorer.model.score_head.requires_grad_(False)
     return peft_model
-
-
-def save_training_state(
-    accelerator: Any,
-    trainer: Any,
-    step: int,
-    model: nn.Module,
-    optimizer,
-    scheduler,
-    data_state: dict[str, Any],
-) -> None:
-    """Write ``checkpoint-<step>`` of ``trainer`` (config, data layout, grad scaler) atomically, on the main process."""
-    accelerator.wait_for_everyone()
-    if accelerator.is_main_process:
-        save_checkpoint(
-            trainer.output_dir,
-            step,
-            model=model,
-            optimizer=optimizer,
-            scheduler=scheduler,
-            state={
-                "config": trainer.config.to_dict(),
-                "data": data_state,
-                "grad_scaler": accelerator.scaler.state_dict() if accelerator.scaler is not None else None,
-            },
-            keep_last=trainer.config.save_total_limit,
-        )
-    accelerator.wait_for_everyone()
-
-
-def resume_training_state(
-    accelerator: Any, path: Path, model: nn.Module, optimizer, scheduler, data_state: dict[str, Any]
-) -> int:
-    """Restore a checkpoint written by :func:`save_training_state` and return its step; refuse a changed layout."""
-    state = load_checkpoint(path, model=model, optimizer=optimizer, scheduler=scheduler)
-    saved = state.get("data", {})
-    changed = {k: (saved.get(k), v) for k, v in data_state.items() if saved.get(k) != v}
-    if changed:
-        listing = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in changed.items())
-        raise ConfigError(
-            f"{path}: cannot resume exactly: the data or batch layout changed ({listing}); use the same data and "
-            "batch settings, or start a new output_dir"
-        )
-    if accelerator.scaler is not None and state.get("grad_scaler"):
-        accelerator.scaler.load_state_dict(state["grad_scaler"])
-    return int(state["step"])
-
-
-def check_output_dir(output_dir: Path, resume: bool) -> Path | None:
-    """The checkpoint to resume from; refuse to overwrite a run's checkpoints without ``resume``."""
-    found = latest_checkpoint(output_dir)
-    if found is not None and not resume:
-        raise ConfigError(
-            f"{output_dir} already holds training checkpoints ({found.name}); set resume: true to continue, or "
-            "choose another output_dir"
-        )
-    return found
-
-
-def export_model(accelerator: Any, scorer: DeScore, peft_model: Any, output_dir: Path, config: Any) -> Path:
-    """Merge LoRA (if any) into the weights and write a plain DeScore checkpoint to ``output_dir/final``
-    atomically, in ``config.model_dtype``."""
-    final = output_dir / FINAL_NAME
-    accelerator.wait_for_everyone()
-    if peft_model is not None:
-        merged = peft_model.merge_and_unload()
-        if merged is not scorer.model.backbone:
-            raise RuntimeError("peft returned a different backbone object after merging")
-    if config.gradient_checkpointing:
-        scorer.model.backbone.activation_checkpointing_disable()
-    scorer.model.backbone.to(_DTYPES[config.model_dtype])
-    scorer.model.requires_grad_(False)
-    scorer.model.eval()
-    if accelerator.is_main_process:
-        partial = output_dir / f".{FINAL_NAME}.partial-{os.getpid()}"
-        shutil.rmtree(partial, ignore_errors=True)
-        scorer.save_pretrained(partial)
-        if final.exists():
-            shutil.rmtree(final)
-        os.replace(partial, final)
-        logger.info("wrote %s", final)
-    accelerator.wait_for_everyone()
-    return final
-
-
-def append_metrics(accelerator: Any, output_dir: Path, metrics: dict[str, float]) -> None:
-    """Log ``metrics`` to the trackers and append them to ``output_dir/metrics.jsonl``."""
-    accelerator.log(metrics, step=int(metrics["step"]))
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with open(output_dir / METRICS_NAME, "a") as handle:
-            handle.write(json.dumps({k: _json_number(v) for k, v in metrics.items()}) + "\n")
 
 
 def generation_agreement(
@@ -263,7 +152,7 @@ def generation_agreement(
 
 # ---------------------------------------------------------------------------------------------------- config
 @dataclass
-class SFTConfig:
+class SFTConfig(TrainingConfig):
     """CoT SFT settings. Defaults suit a pretrained backbone with LoRA; the toy recipe trains a random backbone fully."""
 
     # -- model and data
@@ -367,8 +256,7 @@ class SFTConfig:
     resume: bool = field(default=False, metadata=_help("continue from the newest checkpoint in output_dir"))
     progress: bool = field(default=True, metadata=_help("show progress bars"))
 
-    def __post_init__(self) -> None:
-        self.validate()
+    label = "sft config"
 
     def validate(self) -> None:
         problems = []
@@ -404,33 +292,16 @@ class SFTConfig:
             ("save_every", self.save_every >= 0, ">= 0"),
             ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
         ]
-        problems += [
-            f"{name} must be {rule}, got {getattr(self, name)!r}" for name, ok, rule in checks if not ok
-        ]
+        problems += self.check_rules(checks)
         if self.model_dtype != "float32" and self.mixed_precision == "no":
             problems.append(f"model_dtype {self.model_dtype} needs mixed_precision bf16 or fp16")
-        if problems:
-            raise ConfigError("sft config: " + "; ".join(problems))
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], where: str = "sft config") -> SFTConfig:
-        return config_from_dict(cls, data, where)
-
-    @classmethod
-    def from_yaml(cls, path: str | os.PathLike, overrides: dict[str, Any] | None = None) -> SFTConfig:
-        return load_yaml_config(cls, path, overrides)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        self.raise_problems(problems)
 
 
 @dataclass
-class SFTResult:
+class SFTResult(RunResult):
     """What a run produced: the model (in memory and on disk), step count, per-step metrics, last evaluation."""
 
-    scorer: DeScore
-    final_dir: Path
-    steps: int
     history: list[dict[str, float]]
     evaluation: dict[str, float]
 
@@ -473,20 +344,12 @@ def _batch(examples: Sequence[CoTExample], frames: FrameStore, scorer: DeScore) 
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
-class SFTTrainer:
+class SFTTrainer(StageTrainer):
     """Runs CoT SFT. ``scorer`` (optional) is the model to start from instead of ``config.model``; ``callbacks`` are
     called as ``callback(step, metrics)`` after every optimizer step (``step`` counts from 1)."""
 
-    def __init__(
-        self,
-        config: SFTConfig,
-        scorer: DeScore | None = None,
-        callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
-    ):
-        self.config = config
-        self.output_dir = Path(config.output_dir)
-        self._scorer = scorer
-        self.callbacks = list(callbacks)
+    config: SFTConfig
+    progress_desc = "cot sft"
 
     def load_data(self) -> tuple[PairDataset, PairDataset | None]:
         """Read the pair files; every pair must carry both CoTs."""
@@ -505,20 +368,13 @@ class SFTTrainer:
         """Validate the data, train, evaluate and export the model to ``output_dir/final``."""
         cfg = self.config
         train_pairs, eval_pairs = self.load_data()
-        resume_from = check_output_dir(self.output_dir, cfg.resume)
-        accelerator = _accelerator(cfg)
-        torch.manual_seed(cfg.seed)
-        scorer = self._scorer if self._scorer is not None else _load_scorer(cfg)
+        resume_from, accelerator, scorer = self._begin()
         model = scorer.model
         peft_model = make_trainable(scorer, cfg)
 
-        frames = FrameStore(model.config.sampling, cfg.video_cache_dir)
         videos = train_pairs.videos() + (eval_pairs.videos() if eval_pairs is not None else [])
-        with accelerator.main_process_first():
-            frames.add_all(
-                videos, scorer.load_video, progress=cfg.progress and accelerator.is_local_main_process
-            )
-        end_of_turn = _end_of_turn_id(scorer.tokenizer)
+        frames = self._decode_frames(accelerator, scorer, videos)
+        end_of_turn = end_of_turn_id(scorer.tokenizer)
         examples = cot_examples(
             pair_inputs(train_pairs, with_cot=True).inputs,
             scorer.tokenizer,
@@ -545,53 +401,27 @@ class SFTTrainer:
         )
         total_steps = cfg.max_steps or schedule.steps_for_epochs(cfg.num_epochs)
         forward = CompletionForward(model)
-        params = [p for p in model.parameters() if p.requires_grad]
-        optimizer = torch.optim.AdamW(
-            params,
-            lr=cfg.learning_rate,
-            betas=(cfg.adam_beta1, cfg.adam_beta2),
-            eps=cfg.adam_epsilon,
-            weight_decay=cfg.weight_decay,
-        )
-        scheduler = _scheduler(cfg, optimizer, total_steps)
+        optimizer = make_adamw(cfg, model, separate_head=False)
+        scheduler = make_scheduler(cfg, optimizer, total_steps)
         forward, optimizer = accelerator.prepare(forward, optimizer)
         data_state = {
             "sequences_per_step": schedule.pairs_per_step,
             "num_sequences": schedule.num_pairs,
             "train_file": str(train_pairs.source),
         }
-        start = 0
-        if resume_from is not None:
-            start = resume_training_state(accelerator, resume_from, model, optimizer, scheduler, data_state)
-        if accelerator.is_main_process:
-            _truncate_metrics(self.output_dir / METRICS_NAME, start)
-        accelerator.init_trackers(cfg.project_name, config=_flat(cfg.to_dict()))
+        run = Run(accelerator, model, forward, optimizer, scheduler, data_state, total_steps)
+        start = self._start(run, resume_from)
 
-        history: list[dict[str, float]] = []
-        evaluation: dict[str, float] = {}
-        bar = tqdm(
-            total=total_steps,
-            initial=start,
-            desc="cot sft",
-            unit="step",
-            disable=not (cfg.progress and accelerator.is_local_main_process),
-        )
-        forward.train()
-        for step in range(start, total_steps):
-            torch.manual_seed(_step_seed(cfg.seed, step, accelerator.process_index))
+        def train_step(step: int) -> dict[str, float]:
             began = time.perf_counter()
             plan = schedule.step_plan(step, accelerator.process_index)
             totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, tokens
             batches = [_batch([examples[i] for i in indices], frames, scorer) for indices, _ in plan]
             step_tokens = sum(len(b["positions"][2]) for b in batches)
             for micro, batch in enumerate(batches):
-                inputs = {
-                    k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
-                    for k, v in batch["inputs"].items()
-                }
+                inputs = to_device(batch["inputs"], accelerator.device)
                 rows, cols, targets = (t.to(accelerator.device) for t in batch["positions"])
-                last = micro == len(batches) - 1
-                with contextlib.nullcontext() if last else accelerator.no_sync(forward):
+                with run.grad_sync(last=micro == len(batches) - 1):
                     with accelerator.autocast():
                         _, log_probs = forward(inputs, rows, cols, targets)
                     loss = -log_probs.sum() / step_tokens
@@ -601,15 +431,10 @@ class SFTTrainer:
                     dtype=torch.float64,
                     device=accelerator.device,
                 )
-            grad_norm = math.nan
-            if cfg.max_grad_norm is not None:
-                grad_norm = float(accelerator.clip_grad_norm_(forward.parameters(), cfg.max_grad_norm))
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
+            grad_norm = run.optimizer_step(cfg.max_grad_norm)
             loss_sum, tokens = accelerator.reduce(totals, reduction="sum").tolist()
             done = step + 1
-            metrics = {
+            return {
                 "step": done,
                 "loss": loss_sum / tokens,
                 "tokens": tokens,
@@ -618,32 +443,20 @@ class SFTTrainer:
                 "grad_norm": grad_norm,
                 "seconds": time.perf_counter() - began,
             }
-            if (
-                cfg.eval_every
-                and done % cfg.eval_every == 0
-                and eval_examples is not None
-                and done < total_steps
-            ):
-                evaluation = self.evaluate(accelerator, scorer, frames, forward, eval_examples, eval_pairs)
-                metrics.update({f"eval/{k}": v for k, v in evaluation.items()})
-            history.append(metrics)
-            append_metrics(accelerator, self.output_dir, metrics)
-            bar.update(1)
-            bar.set_postfix(loss=f"{metrics['loss']:.4f}", refresh=False)
-            if cfg.save_every and done % cfg.save_every == 0 and done < total_steps:
-                save_training_state(accelerator, self, done, model, optimizer, scheduler, data_state)
-            for callback in self.callbacks:
-                callback(done, metrics)
-        bar.close()
-        if eval_examples is not None:
-            evaluation = self.evaluate(accelerator, scorer, frames, forward, eval_examples, eval_pairs)
-            append_metrics(
-                accelerator,
-                self.output_dir,
-                {"step": total_steps, **{f"eval/{k}": v for k, v in evaluation.items()}},
-            )
-        final_dir = export_model(accelerator, scorer, peft_model, self.output_dir, cfg)
-        accelerator.end_training()
+
+        history, evaluation = self._run_steps(
+            run,
+            start,
+            train_step,
+            postfix=lambda m: {"loss": f"{m['loss']:.4f}"},
+            evaluate=(
+                None
+                if eval_examples is None
+                else lambda: self.evaluate(accelerator, scorer, frames, forward, eval_examples, eval_pairs)
+            ),
+            eval_metrics=lambda evaluation: {f"eval/{k}": v for k, v in evaluation.items()},
+        )
+        final_dir = self._finish(accelerator, scorer, peft_model)
         return SFTResult(scorer, final_dir, total_steps, history, evaluation)
 
     def evaluate(
@@ -658,18 +471,14 @@ class SFTTrainer:
         """Teacher-forced loss and next-token accuracy on the eval CoTs; with ``eval_generate``, greedy CoTs'
         answer format rate and sub-score agreement."""
         cfg = self.config
-        result: dict[str, float] = {}
-        if accelerator.is_main_process:
-            forward.eval()
+
+        def evaluate() -> dict[str, float]:
             loss_sum, correct, count = 0.0, 0, 0
             module = accelerator.unwrap_model(forward)
             with torch.no_grad(), accelerator.autocast():
                 for start in range(0, len(examples), cfg.eval_batch_size):
                     batch = _batch(examples[start : start + cfg.eval_batch_size], frames, scorer)
-                    inputs = {
-                        k: v.to(accelerator.device) if isinstance(v, torch.Tensor) else v
-                        for k, v in batch["inputs"].items()
-                    }
+                    inputs = to_device(batch["inputs"], accelerator.device)
                     rows, cols, targets = (t.to(accelerator.device) for t in batch["positions"])
                     out = module.model(**inputs)
                     logits = module.model.backbone.lm_head(out.last_hidden_state[rows, cols]).float()
@@ -683,9 +492,9 @@ class SFTTrainer:
                             scorer, pairs, cfg.eval_generate, cfg.eval_max_new_tokens, cfg.eval_batch_size
                         )
                     )
-            forward.train()
-        accelerator.wait_for_everyone()
-        return result
+            return result
+
+        return self._on_main_process(accelerator, forward, evaluate)
 
 
 def train_sft(config: SFTConfig, scorer: DeScore | None = None) -> SFTResult:
