@@ -28,20 +28,10 @@ The final model (LoRA merged) is written to OUTPUT_DIR/final and loads with DeSc
 
 def _run_cold_start(args: argparse.Namespace) -> int:
     from descore.training.cold_start import ColdStartConfig, ColdStartTrainer
-    from descore.training.config import parse_overrides
 
-    overrides = parse_overrides(args.set or [])
-    if args.resume:
-        overrides["resume"] = True
-    config = ColdStartConfig.from_yaml(args.config, overrides)
-    result = ColdStartTrainer(config).train()
+    result = ColdStartTrainer(_config_from_args(ColdStartConfig, args)).train()
     print(f"trained {result.steps} steps; model written to {result.final_dir}")
-    for mode, evaluation in result.evaluations.items():
-        for name, report in evaluation.dimensions.items():
-            print(
-                f"  eval {mode} {name}: accuracy {report.without_ties.accuracy:.4f}, "
-                f"with ties {report.with_ties.accuracy:.4f}"
-            )
+    _print_evaluations(result.evaluations)
     return 0
 
 

@@ -212,26 +212,13 @@ class ColdStartConfig(TrainingConfig):
     label = "cold-start config"
 
     def validate(self) -> None:
-        problems = []
-        if not self.train_file:
-            problems.append("train_file is required")
-        if not self.output_dir:
-            problems.append("output_dir is required")
+        problems = self.required_problems()
         checks = [
             ("lora_r", self.lora_r >= 1, ">= 1"),
-            ("lora_alpha", self.lora_alpha > 0, "> 0"),
-            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
-            ("lora_target_modules", bool(self.lora_target_modules), "a non-empty list"),
+            *self.lora_checks(),
             ("learning_rate", self.learning_rate > 0, "> 0"),
             ("head_learning_rate", self.head_learning_rate is None or self.head_learning_rate > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("adam_beta1", 0 <= self.adam_beta1 < 1, "in [0, 1)"),
-            ("adam_beta2", 0 <= self.adam_beta2 < 1, "in [0, 1)"),
-            ("adam_epsilon", self.adam_epsilon > 0, "> 0"),
-            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "> 0"),
-            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
-            ("num_epochs", self.num_epochs > 0, "> 0"),
-            ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1"),
+            *self.optimizer_checks(),
             ("batch_size", self.batch_size >= 1, ">= 1"),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, ">= 1"),
             ("cot_mask_prob", 0 <= self.cot_mask_prob <= 1, "in [0, 1]"),
@@ -240,8 +227,7 @@ class ColdStartConfig(TrainingConfig):
             ("max_cot_tokens", self.max_cot_tokens is None or self.max_cot_tokens >= 1, ">= 1"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
-            ("save_every", self.save_every >= 0, ">= 0"),
-            ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
+            *self.save_checks(),
         ]
         problems += self.check_rules(checks)
         bad_modes = [m for m in self.eval_modes if m not in ("no_think", "given_cot")]
@@ -253,10 +239,7 @@ class ColdStartConfig(TrainingConfig):
             problems.append(
                 "lm_loss_weight > 0 needs chains of thought to learn from: cot_mask_prob must be < 1"
             )
-        if self.model_dtype != "float32" and self.mixed_precision == "no":
-            problems.append(
-                f"model_dtype {self.model_dtype} needs mixed_precision bf16 or fp16 (trainable weights are float32)"
-            )
+        problems += self.precision_problems()
         self.raise_problems(problems)
 
 

@@ -159,7 +159,8 @@ class TrainingConfig:
 
     A subclass sets ``label`` (how errors name the config, e.g. ``"sft config"``) and implements ``validate``, which
     collects its problems and passes them to :meth:`raise_problems`; ``check_rules`` formats ``(field, ok, rule)``
-    checks.
+    checks. The checks of the fields every trainer has (``train_file``, ``output_dir``, the LoRA, AdamW, schedule and
+    checkpoint settings, ``model_dtype`` / ``mixed_precision``) are here.
     """
 
     label: ClassVar[str] = "config"
@@ -181,6 +182,46 @@ class TrainingConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+    def required_problems(self) -> list[str]:
+        """``train_file`` and ``output_dir`` must be set."""
+        return [f"{name} is required" for name in ("train_file", "output_dir") if not getattr(self, name)]
+
+    def lora_checks(self) -> list[tuple[str, bool, str]]:
+        """``lora_alpha``, ``lora_dropout`` and ``lora_target_modules`` (``lora_r`` is the trainer's own)."""
+        return [
+            ("lora_alpha", self.lora_alpha > 0, "> 0"),
+            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
+            ("lora_target_modules", bool(self.lora_target_modules), "a non-empty list"),
+        ]
+
+    def optimizer_checks(self) -> list[tuple[str, bool, str]]:
+        """AdamW (but the learning rates), clipping, warmup and run length."""
+        return [
+            ("weight_decay", self.weight_decay >= 0, ">= 0"),
+            ("adam_beta1", 0 <= self.adam_beta1 < 1, "in [0, 1)"),
+            ("adam_beta2", 0 <= self.adam_beta2 < 1, "in [0, 1)"),
+            ("adam_epsilon", self.adam_epsilon > 0, "> 0"),
+            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "> 0"),
+            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
+            ("num_epochs", self.num_epochs > 0, "> 0"),
+            ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1"),
+        ]
+
+    def save_checks(self) -> list[tuple[str, bool, str]]:
+        """``save_every`` and ``save_total_limit``."""
+        return [
+            ("save_every", self.save_every >= 0, ">= 0"),
+            ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
+        ]
+
+    def precision_problems(self) -> list[str]:
+        """Frozen weights in half precision need mixed precision: the trainable ones are float32."""
+        if self.model_dtype != "float32" and self.mixed_precision == "no":
+            return [
+                f"model_dtype {self.model_dtype} needs mixed_precision bf16 or fp16 (trainable weights are float32)"
+            ]
+        return []
 
     def check_rules(self, checks: list[tuple[str, bool, str]]) -> list[str]:
         """``"<field> must be <rule>, got <value>"`` for every ``(field, ok, rule)`` check that failed."""

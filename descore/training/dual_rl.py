@@ -257,15 +257,10 @@ class DualRLConfig(TrainingConfig):
         )
 
     def validate(self) -> None:
-        problems = []
-        for name in ("train_file", "output_dir"):
-            if not getattr(self, name):
-                problems.append(f"{name} is required")
+        problems = self.required_problems()
         checks = [
             ("lora_r", self.lora_r >= 1, ">= 1"),
-            ("lora_alpha", self.lora_alpha > 0, "> 0"),
-            ("lora_dropout", 0 <= self.lora_dropout < 1, "in [0, 1)"),
-            ("lora_target_modules", bool(self.lora_target_modules), "a non-empty list"),
+            *self.lora_checks(),
             ("group_size", self.group_size >= 2, ">= 2 (advantages are relative to the group)"),
             ("pairs_per_step", self.pairs_per_step >= 1, ">= 1"),
             ("rollout_batch_size", self.rollout_batch_size >= 1, ">= 1"),
@@ -283,14 +278,7 @@ class DualRLConfig(TrainingConfig):
             ("tie_k", self.tie_k > 1, "> 1"),
             ("learning_rate", self.learning_rate > 0, "> 0"),
             ("head_learning_rate", self.head_learning_rate is None or self.head_learning_rate > 0, "> 0"),
-            ("weight_decay", self.weight_decay >= 0, ">= 0"),
-            ("adam_beta1", 0 <= self.adam_beta1 < 1, "in [0, 1)"),
-            ("adam_beta2", 0 <= self.adam_beta2 < 1, "in [0, 1)"),
-            ("adam_epsilon", self.adam_epsilon > 0, "> 0"),
-            ("max_grad_norm", self.max_grad_norm is None or self.max_grad_norm > 0, "> 0"),
-            ("warmup_ratio", 0 <= self.warmup_ratio < 1, "in [0, 1)"),
-            ("num_epochs", self.num_epochs > 0, "> 0"),
-            ("max_steps", self.max_steps is None or self.max_steps >= 1, ">= 1"),
+            *self.optimizer_checks(),
             ("eval_every", self.eval_every >= 0, ">= 0"),
             ("eval_batch_size", self.eval_batch_size >= 1, ">= 1"),
             (
@@ -298,8 +286,7 @@ class DualRLConfig(TrainingConfig):
                 self.eval_max_new_tokens is None or self.eval_max_new_tokens >= 1,
                 ">= 1",
             ),
-            ("save_every", self.save_every >= 0, ">= 0"),
-            ("save_total_limit", self.save_total_limit is None or self.save_total_limit >= 1, ">= 1"),
+            *self.save_checks(),
         ]
         problems += self.check_rules(checks)
         if self.pairs_per_step % self.mini_batches:
@@ -314,8 +301,7 @@ class DualRLConfig(TrainingConfig):
         bad_modes = [m for m in self.eval_modes if m not in EVAL_MODES]
         if bad_modes:
             problems.append(f"eval_modes {bad_modes} unknown; use {list(EVAL_MODES)}")
-        if self.model_dtype != "float32" and self.mixed_precision == "no":
-            problems.append(f"model_dtype {self.model_dtype} needs mixed_precision bf16 or fp16")
+        problems += self.precision_problems()
         self.raise_problems(problems)
         try:
             self.reward_rule()
