@@ -5,7 +5,9 @@ scheduler's timesteps and calls its transformer (inputs, classifier-free guidanc
 pipeline's ``__call__`` does, so that a hand-written sampling loop (the RL rollout, DRaFT) runs the same computation
 as the pipeline. Supported: :class:`~diffusers.WanPipeline` (Wan2.1 and Wan2.2 with two experts),
 :class:`~diffusers.CogVideoXPipeline` (a DDIM / v-prediction model), :class:`~diffusers.LTXPipeline` and
-:class:`~diffusers.HunyuanVideoPipeline`. Latent-to-pixel decoding is :mod:`reward_guidance`'s job.
+:class:`~diffusers.HunyuanVideoPipeline`. The conventions that guidance shares (which expert and CFG scale at a
+timestep, the doubled-batch CFG layout and combination, latent frame counts) and latent-to-pixel decoding live in
+:mod:`reward_guidance.families`; the classes here take them from the pipeline's adapter there.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from diffusers import (
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
 
 from descore.errors import ConfigError
+from reward_guidance.families import cfg_batch, cfg_halves, classifier_free_guidance, family_adapter
 
 logger = logging.getLogger(__name__)
 
@@ -179,13 +182,14 @@ class DenoiserFamily:
         raise NotImplementedError
 
     def latent_frames(self, pipe: DiffusionPipeline, num_frames: int) -> int:
-        return (num_frames - 1) // _temporal(pipe) + 1
+        return family_adapter(pipe).latent_frames(num_frames)
 
     def check(self, pipe: DiffusionPipeline, spec: SamplingSpec) -> None:
         """Refuse sizes the pipeline would silently round (the trained policy must be the one that is sampled)."""
-        if (spec.num_frames - 1) % _temporal(pipe):
+        temporal = family_adapter(pipe).temporal_compression
+        if (spec.num_frames - 1) % temporal:
             raise ConfigError(
-                f"sampling.num_frames: {type(pipe).__name__} needs num_frames - 1 divisible by {_temporal(pipe)}, "
+                f"sampling.num_frames: {type(pipe).__name__} needs num_frames - 1 divisible by {temporal}, "
                 f"got {spec.num_frames}"
             )
         multiple = _spatial(pipe) * self.spatial_patch(pipe)
@@ -238,7 +242,7 @@ class DenoiserFamily:
         self, pipe: DiffusionPipeline, timestep: torch.Tensor, spec: SamplingSpec
     ) -> tuple[torch.nn.Module, float]:
         """The transformer (expert) used at ``timestep`` and the CFG scale that goes with it."""
-        return pipe.transformer, spec.guidance_scale
+        return family_adapter(pipe).denoiser(timestep, spec.guidance_scale, spec.guidance_scale_2)
 
     def cfg_enabled(self, spec: SamplingSpec) -> bool:
         return spec.guidance_scale > 1.0
@@ -256,7 +260,11 @@ class DenoiserFamily:
 
     def denoiser_modules(self, pipe: DiffusionPipeline) -> dict[str, torch.nn.Module]:
         """The trainable transformers by component name (Wan2.2 has two experts)."""
-        return {"transformer": pipe.transformer}
+        return family_adapter(pipe).denoiser_modules()
+
+    def first_denoiser(self, pipe: DiffusionPipeline) -> torch.nn.Module:
+        """The first of :meth:`denoiser_modules` (its config and dtype stand for all of them)."""
+        return next(iter(self.denoiser_modules(pipe).values()))
 
     def latent_grid(self, pipe: DiffusionPipeline, spec: SamplingSpec) -> tuple[int, int, int] | None:
         """(latent frames, height, width) for decoders of packed latents (LTX); None for the others."""
@@ -273,10 +281,6 @@ class DenoiserFamily:
     def normalise_latents(self, pipe: DiffusionPipeline, z: torch.Tensor) -> torch.Tensor:
         """The VAE's (B, C, T, h, w) latents in the transformer's layout and scale (default: times scaling_factor)."""
         return z * pipe.vae.config.scaling_factor
-
-
-def _temporal(pipe: DiffusionPipeline) -> int:
-    return int(getattr(pipe, "vae_scale_factor_temporal", None) or pipe.vae_temporal_compression_ratio)
 
 
 def _spatial(pipe: DiffusionPipeline) -> int:
@@ -319,7 +323,7 @@ class WanFamily(DenoiserFamily):
             max_sequence_length=spec.max_sequence_length,
             device=device,
         )
-        dtype = next(iter(self.denoiser_modules(pipe).values())).dtype
+        dtype = self.first_denoiser(pipe).dtype
         return Conditioning(
             {"encoder_hidden_states": positive.to(dtype)},
             None if negative is None else {"encoder_hidden_states": negative.to(dtype)},
@@ -331,22 +335,10 @@ class WanFamily(DenoiserFamily):
         )
 
     def spatial_patch(self, pipe):
-        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        return int(transformer.config.patch_size[-1])
+        return int(self.first_denoiser(pipe).config.patch_size[-1])
 
     def latent_channels(self, pipe):
-        transformer = pipe.transformer if pipe.transformer is not None else pipe.transformer_2
-        return transformer.config.in_channels
-
-    def denoiser(self, pipe, timestep, spec):
-        boundary = pipe.config.boundary_ratio
-        if boundary is None or timestep >= boundary * pipe.scheduler.config.num_train_timesteps:
-            return pipe.transformer, spec.guidance_scale
-        scale = spec.guidance_scale if spec.guidance_scale_2 is None else spec.guidance_scale_2
-        return pipe.transformer_2, scale
-
-    def denoiser_modules(self, pipe):
-        return {n: m for n in ("transformer", "transformer_2") if (m := getattr(pipe, n, None)) is not None}
+        return self.first_denoiser(pipe).config.in_channels
 
     def forward(self, module, latents, timestep, inputs, static):
         if static.get("expand_timesteps"):
@@ -582,7 +574,7 @@ class HunyuanVideoFamily(DenoiserFamily):
         return Conditioning(self._encode_one(pipe, prompts, spec, device), negative)
 
     def denoiser(self, pipe, timestep, spec):
-        return pipe.transformer, spec.true_cfg_scale
+        return family_adapter(pipe).denoiser(timestep, spec.true_cfg_scale)
 
     def schedule(self, pipe, spec, device):
         n = spec.num_inference_steps
@@ -636,16 +628,16 @@ def predict(
         return family.forward(module, latents, timestep, conditioning.positive, context.static).float()
     if family.batched_cfg:
         both = {
-            k: torch.cat([conditioning.negative[k], conditioning.positive[k]]) for k in conditioning.positive
+            k: cfg_batch(conditioning.negative[k], conditioning.positive[k]) for k in conditioning.positive
         }
         out = family.forward(
-            module, torch.cat([latents] * 2), t.expand(2 * batch), both, context.static
+            module, cfg_batch(latents, latents), t.expand(2 * batch), both, context.static
         ).float()
-        uncond, cond = out.chunk(2)
+        uncond, cond = cfg_halves(out)
     else:
         cond = family.forward(module, latents, timestep, conditioning.positive, context.static).float()
         uncond = family.forward(module, latents, timestep, conditioning.negative, context.static).float()
-    return uncond + scale * (cond - uncond)
+    return classifier_free_guidance(uncond, cond, scale)
 
 
 def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[str, Any]:
@@ -657,7 +649,7 @@ def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[st
         for f in fields(spec)
         if f.name in accepted and getattr(spec, f.name) is not None
     }
-    if isinstance(pipe, WanPipeline) and _temporal(pipe) == 1:
+    if isinstance(pipe, WanPipeline) and family_adapter(pipe).temporal_compression == 1:
         # WanPipeline rounds num_frames to k * factor + 1, which for a factor of 1 adds a frame
         kwargs["num_frames"] = spec.num_frames - 1
     return kwargs

@@ -27,6 +27,7 @@ import torch
 from diffusers.utils.torch_utils import randn_tensor
 
 from descore.errors import ConfigError
+from reward_guidance.families import ddim_x0, flow_x0
 
 FlowForm = Literal["flow_grpo", "cps"]
 FLOW_FORMS: tuple[str, ...] = ("flow_grpo", "cps")
@@ -57,7 +58,9 @@ def _per_sample(value: torch.Tensor | float, batch: int, device: torch.device) -
     if value.ndim == 0:
         return value.expand(batch)
     if value.shape != (batch,):
-        raise ConfigError(f"a per-sample schedule value must be a scalar or have shape ({batch},), got {tuple(value.shape)}")
+        raise ConfigError(
+            f"a per-sample schedule value must be a scalar or have shape ({batch},), got {tuple(value.shape)}"
+        )
     return value
 
 
@@ -98,7 +101,10 @@ def _draw(
 
 
 def flow_sde_std(
-    sigma: torch.Tensor | float, sigma_next: torch.Tensor | float, noise_level: float, form: FlowForm = "flow_grpo"
+    sigma: torch.Tensor | float,
+    sigma_next: torch.Tensor | float,
+    noise_level: float,
+    form: FlowForm = "flow_grpo",
 ) -> torch.Tensor:
     """The std of :func:`flow_sde_step`'s Gaussian (before the ``sqrt(-dt)`` factor of the Flow-GRPO form)."""
     sigma = torch.as_tensor(sigma, dtype=torch.float32)
@@ -141,7 +147,9 @@ def flow_sde_step(
     s = _per_sample(sigma, batch, x.device)
     s_next = _per_sample(sigma_next, batch, x.device)
     if bool((s_next >= s).any()) or bool((s <= 0).any()):
-        raise ConfigError(f"flow_sde_step: sigmas must decrease and stay positive, got {s.tolist()} -> {s_next.tolist()}")
+        raise ConfigError(
+            f"flow_sde_step: sigmas must decrease and stay positive, got {s.tolist()} -> {s_next.tolist()}"
+        )
     sigma_t = flow_sde_std(s, s_next, noise_level, form)
     s_b, s_next_b, sigma_t_b = _bcast(s, x), _bcast(s_next, x), _bcast(sigma_t, x)
     if form == "flow_grpo":
@@ -149,7 +157,7 @@ def flow_sde_step(
         mean = x * (1 + sigma_t_b**2 / (2 * s_b) * dt) + v * (1 + sigma_t_b**2 * (1 - s_b) / (2 * s_b)) * dt
         std = sigma_t * torch.sqrt(s - s_next)
     else:
-        x0_hat = x - s_b * v
+        x0_hat = flow_x0(x, v, s_b)
         x1_hat = x + (1 - s_b) * v
         mean = x0_hat * (1 - s_next_b) + x1_hat * torch.sqrt(s_next_b**2 - sigma_t_b**2)
         std = sigma_t
@@ -180,16 +188,7 @@ def ddim_step(
     a = _per_sample(alpha_prod, batch, x.device)
     a_prev = _per_sample(alpha_prod_prev, batch, x.device)
     a_b, a_prev_b = _bcast(a, x), _bcast(a_prev, x)
-    if prediction_type == "v_prediction":
-        x0_hat = a_b.sqrt() * x - (1 - a_b).sqrt() * out
-    elif prediction_type == "epsilon":
-        x0_hat = (x - (1 - a_b).sqrt() * out) / a_b.sqrt()
-    elif prediction_type == "sample":
-        x0_hat = out
-    else:
-        raise ConfigError(
-            f"prediction_type: unknown {prediction_type!r}; expected 'v_prediction', 'epsilon' or 'sample'"
-        )
+    x0_hat = ddim_x0(x, out, a_b, prediction_type)
     variance = (1 - a_prev) / (1 - a) * (1 - a / a_prev)
     std = eta * variance.clamp(min=0).sqrt()
     # (x - sqrt(a) x0_hat) / sqrt(1 - a) is eps_hat; written so that a = 0 (zero terminal SNR) stays finite.

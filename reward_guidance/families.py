@@ -12,6 +12,12 @@ A :class:`FamilyAdapter` wraps a pipeline instance and knows:
   ``x0 = x - sigma * v`` (Wan, LTX, HunyuanVideo) or the DDIM formulas on ``alphas_cumprod`` for CogVideoX's
   v-prediction (and epsilon) schedulers.
 
+These conventions are the home of every per-family rule that a hand-written sampling loop shares with guidance
+(:mod:`recipes.families` builds its rollouts on them): :func:`classifier_free_guidance` and the ``[uncond, cond]``
+layout of a doubled batch (:func:`cfg_batch`, :func:`cfg_halves`), :meth:`FamilyAdapter.denoiser` (which expert and
+which scale at a timestep, Wan 2.2's boundary included), :meth:`FamilyAdapter.denoiser_modules`,
+:meth:`FamilyAdapter.latent_frames`, and the x0 formulas :func:`flow_x0` and :func:`ddim_x0`.
+
 Register another pipeline class with :func:`register_family`.
 """
 
@@ -37,6 +43,43 @@ from reward_guidance.decoding import (
 
 TransformerCall = tuple[torch.nn.Module, dict[str, Any]]
 """One recorded transformer call: the module and the keyword arguments the pipeline passed."""
+
+
+def classifier_free_guidance(uncond: torch.Tensor, cond: torch.Tensor, scale: float) -> torch.Tensor:
+    """The guided prediction ``uncond + scale * (cond - uncond)``, as every supported pipeline combines its branches."""
+    return uncond + scale * (cond - uncond)
+
+
+def cfg_batch(uncond: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
+    """The doubled batch of batched-CFG pipelines (CogVideoX, LTX): the unconditional half first."""
+    return torch.cat([uncond, cond])
+
+
+def cfg_halves(output: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(uncond, cond) halves of a call on a :func:`cfg_batch` doubled batch."""
+    uncond, cond = output.chunk(2)
+    return uncond, cond
+
+
+def flow_x0(sample: torch.Tensor, velocity: torch.Tensor, sigma: torch.Tensor | float) -> torch.Tensor:
+    """Clean-sample estimate of a rectified flow ``x = (1 - sigma) x0 + sigma eps`` from ``v = eps - x0``."""
+    return sample - sigma * velocity
+
+
+def ddim_x0(
+    sample: torch.Tensor, prediction: torch.Tensor, alpha: torch.Tensor, prediction_type: str
+) -> torch.Tensor:
+    """Clean-sample estimate of a variance-preserving model at cumulative alpha ``alpha`` (broadcast to ``sample``),
+    for the scheduler's ``prediction_type`` (CogVideoX: v-prediction), as DDIM's ``step`` computes it."""
+    if prediction_type == "v_prediction":
+        return alpha.sqrt() * sample - (1 - alpha).sqrt() * prediction
+    if prediction_type == "epsilon":
+        return (sample - (1 - alpha).sqrt() * prediction) / alpha.sqrt()
+    if prediction_type == "sample":
+        return prediction
+    raise ConfigError(
+        f"prediction_type: unknown {prediction_type!r}; expected 'v_prediction', 'epsilon' or 'sample'"
+    )
 
 
 class FamilyAdapter(ABC):
@@ -67,6 +110,11 @@ class FamilyAdapter(ABC):
     def vae(self) -> torch.nn.Module:
         return self.pipe.vae
 
+    @property
+    def temporal_compression(self) -> int:
+        """Pixel frames per latent frame (after the first)."""
+        return self.decoder.temporal_compression
+
     # ------------------------------------------------------------------ generation
     @abstractmethod
     def default_fps(self, call_kwargs: Mapping[str, Any] | None = None) -> float:
@@ -81,28 +129,52 @@ class FamilyAdapter(ABC):
         """``num_frames`` of a call, or the pipeline's default."""
         return int(call_kwargs.get("num_frames") or self.call_default("num_frames"))
 
+    def latent_frames(self, num_frames: int) -> int:
+        """Latent frames of a ``num_frames`` video (the first pixel frame has a latent frame of its own)."""
+        return (num_frames - 1) // self.temporal_compression + 1
+
     def generated_frames(self, call_kwargs: Mapping[str, Any]) -> int:
         """Frames a call with ``call_kwargs`` generates (the pipelines round ``num_frames`` down to 1 + k * ratio)."""
-        requested = self.requested_frames(call_kwargs)
-        ratio = self.decoder.temporal_compression
-        return (requested - 1) // ratio * ratio + 1
+        latent_frames = self.latent_frames(self.requested_frames(call_kwargs))
+        return (latent_frames - 1) * self.temporal_compression + 1
 
     def batch_kwargs(self, prompt: str, count: int) -> dict[str, Any]:
         """Call arguments that generate ``count`` videos of one prompt in one call (one generator per video)."""
         return {"prompt": prompt, "num_videos_per_prompt": count}
 
-    # ------------------------------------------------------------------ look-ahead
+    # ------------------------------------------------------------------ denoising
+    def denoiser_modules(self) -> dict[str, torch.nn.Module]:
+        """Every denoiser module the pipeline may call, by component name."""
+        return {"transformer": self.pipe.transformer}
+
     def experts(self) -> list[torch.nn.Module]:
         """Every denoiser module the pipeline may call."""
-        return [self.pipe.transformer]
+        return list(self.denoiser_modules().values())
+
+    def low_noise(self, timestep: float | torch.Tensor) -> bool:
+        """True when the pipeline hands ``timestep`` to its low-noise expert ``transformer_2`` (Wan 2.2)."""
+        return False
+
+    def denoiser(
+        self,
+        timestep: float | torch.Tensor,
+        guidance_scale: float | None,
+        guidance_scale_2: float | None = None,
+    ) -> tuple[torch.nn.Module, float | None]:
+        """The denoiser the pipeline calls at ``timestep`` and the CFG scale in force there, for a call with
+        ``guidance_scale`` and ``guidance_scale_2`` (the low-noise expert's; None: the same scale)."""
+        if not self.low_noise(timestep):
+            return self.pipe.transformer, guidance_scale
+        return self.pipe.transformer_2, guidance_scale if guidance_scale_2 is None else guidance_scale_2
 
     def expert_at(self, timestep: float) -> torch.nn.Module:
         """The denoiser the pipeline uses at ``timestep``."""
-        return self.pipe.transformer
+        return self.denoiser(timestep, None)[0]
 
     def cfg_scale(self, timestep: float) -> float | None:
         """The classifier-free guidance scale the pipeline applies at ``timestep`` (None: not readable)."""
-        return float(self.pipe.guidance_scale)
+        low_noise_scale = getattr(self.pipe, "_guidance_scale_2", None)
+        return float(self.denoiser(timestep, self.pipe.guidance_scale, low_noise_scale)[1])
 
     def grid(self, calls: list[TransformerCall]) -> tuple[int, int, int] | None:
         """Latent (frames, height, width) for decoders of packed latents; read from the recorded call."""
@@ -133,7 +205,7 @@ class FamilyAdapter(ABC):
         if self.batched_cfg:
             if outputs[0].shape[0] == batch:
                 return outputs[0]
-            uncond, cond = outputs[0].chunk(2)
+            uncond, cond = cfg_halves(outputs[0])
         else:
             if len(outputs) == 1:
                 return outputs[0]
@@ -143,7 +215,7 @@ class FamilyAdapter(ABC):
                 f"{type(self.pipe).__name__} ran classifier-free guidance with a scale it does not store: pass "
                 "cfg_scale= (the scale you gave the pipeline) or lookahead_cfg=False"
             )
-        return uncond + scale * (cond - uncond)
+        return classifier_free_guidance(uncond, cond, scale)
 
     def timestep(self, index: int) -> torch.Tensor:
         """The timestep the pipeline feeds the transformer at step ``index``."""
@@ -156,7 +228,7 @@ class FamilyAdapter(ABC):
     def x0(self, latents: torch.Tensor, prediction: torch.Tensor, index: int) -> torch.Tensor:
         """Clean-sample estimate from the prediction at step ``index`` (rectified flow: x - sigma * v)."""
         sigma = self.scheduler.sigmas[index].to(latents.device, torch.float32)
-        return latents.float() - sigma * prediction.float()
+        return flow_x0(latents.float(), prediction.float(), sigma)
 
 
 class WanAdapter(FamilyAdapter):
@@ -177,21 +249,15 @@ class WanAdapter(FamilyAdapter):
         ratio = self.pipe.config.get("boundary_ratio")
         return None if ratio is None else ratio * self.scheduler.config.num_train_timesteps
 
-    def experts(self) -> list[torch.nn.Module]:
-        return [m for m in (self.pipe.transformer, self.pipe.transformer_2) if m is not None]
+    def denoiser_modules(self) -> dict[str, torch.nn.Module]:
+        names = ("transformer", "transformer_2")
+        return {name: module for name in names if (module := getattr(self.pipe, name, None)) is not None}
 
-    def _high_noise(self, timestep: float) -> bool:
+    def low_noise(self, timestep: float | torch.Tensor) -> bool:
+        """Below ``boundary_ratio * num_train_timesteps`` (never for Wan 2.1). ``timestep`` is compared as given: a
+        tensor in its own dtype, as the pipeline compares it."""
         boundary = self._boundary()
-        return boundary is None or timestep >= boundary
-
-    def expert_at(self, timestep: float) -> torch.nn.Module:
-        return self.pipe.transformer if self._high_noise(timestep) else self.pipe.transformer_2
-
-    def cfg_scale(self, timestep: float) -> float | None:
-        if self._high_noise(timestep):
-            return float(self.pipe.guidance_scale)
-        low_noise = getattr(self.pipe, "_guidance_scale_2", None)
-        return float(self.pipe.guidance_scale if low_noise is None else low_noise)
+        return boundary is not None and not bool(timestep >= boundary)
 
 
 class CogVideoXAdapter(FamilyAdapter):
@@ -227,15 +293,7 @@ class CogVideoXAdapter(FamilyAdapter):
         """The scheduler's own x0 at step ``index``: alpha of that step's timestep, as its next ``step`` computes it."""
         timestep = int(self.scheduler.timesteps[index])
         alpha = self.scheduler.alphas_cumprod[timestep].to(latents.device, torch.float32)
-        x, prediction = latents.float(), prediction.float()
-        kind = self.scheduler.config.prediction_type
-        if kind == "v_prediction":
-            return alpha.sqrt() * x - (1 - alpha).sqrt() * prediction
-        if kind == "epsilon":
-            return (x - (1 - alpha).sqrt() * prediction) / alpha.sqrt()
-        if kind == "sample":
-            return prediction
-        raise ConfigError(f"CogVideoX scheduler prediction_type {kind!r} is not supported")
+        return ddim_x0(latents.float(), prediction.float(), alpha, self.scheduler.config.prediction_type)
 
 
 class LTXAdapter(FamilyAdapter):
@@ -256,7 +314,7 @@ class LTXAdapter(FamilyAdapter):
         prediction = super().combine(outputs, batch, scale)
         rescale = float(self.pipe.guidance_rescale)
         if outputs[0].shape[0] == 2 * batch and rescale > 0:
-            prediction = rescale_noise_cfg(prediction, outputs[0].chunk(2)[1], guidance_rescale=rescale)
+            prediction = rescale_noise_cfg(prediction, cfg_halves(outputs[0])[1], guidance_rescale=rescale)
         return prediction
 
 
