@@ -16,22 +16,25 @@ import inspect
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 import torch
-from diffusers import (
-    CogVideoXPipeline,
-    DiffusionPipeline,
-    FlowMatchEulerDiscreteScheduler,
-    HunyuanVideoPipeline,
-    LTXPipeline,
-    WanPipeline,
-)
+from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, WanPipeline
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
 
 from descore.errors import ConfigError
-from reward_guidance.families import cfg_batch, cfg_halves, classifier_free_guidance, family_adapter
+from reward_guidance.families import (
+    CogVideoXAdapter,
+    FamilyAdapter,
+    HunyuanVideoAdapter,
+    LTXAdapter,
+    WanAdapter,
+    cfg_batch,
+    cfg_halves,
+    classifier_free_guidance,
+    family_adapter,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -167,12 +170,20 @@ class DenoiserFamily:
 
     #: Registry name ("wan", "cogvideox", "ltx", "hunyuanvideo").
     name: str = ""
-    #: The pipeline classes this family serves.
-    pipeline_classes: tuple[type, ...] = ()
+    #: The reward_guidance adapter of the same pipeline class, which holds the conventions guidance shares.
+    adapter_class: ClassVar[type[FamilyAdapter]]
     #: "flow" for rectified-flow models, "ddim" for variance-preserving ones.
     kind: ScheduleKind = "flow"
-    #: Whether CFG runs both branches in one batched call (negative first), as the pipeline does.
-    batched_cfg: bool = False
+
+    @property
+    def pipeline_classes(self) -> tuple[type[DiffusionPipeline], ...]:
+        """The pipeline classes this family serves (its adapter's)."""
+        return (self.adapter_class.pipeline_class,)
+
+    @property
+    def batched_cfg(self) -> bool:
+        """Whether CFG runs both branches in one batched call (negative first), as the pipeline does."""
+        return self.adapter_class.batched_cfg
 
     # --- text and latents -------------------------------------------------------------------------------------
     def encode(
@@ -312,7 +323,7 @@ class WanFamily(DenoiserFamily):
     """WanPipeline: separate CFG calls; Wan2.2 switches to ``transformer_2`` below ``boundary_ratio``."""
 
     name = "wan"
-    pipeline_classes = (WanPipeline,)
+    adapter_class = WanAdapter
 
     def encode(self, pipe, prompts, spec, device):
         positive, negative = pipe.encode_prompt(
@@ -366,9 +377,8 @@ class CogVideoXFamily(DenoiserFamily):
     """CogVideoXPipeline: frame-first latents (B, T, C, h, w), batched CFG, a DDIM scheduler (v-prediction)."""
 
     name = "cogvideox"
-    pipeline_classes = (CogVideoXPipeline,)
+    adapter_class = CogVideoXAdapter
     kind = "ddim"
-    batched_cfg = True
 
     def check(self, pipe, spec):
         super().check(pipe, spec)
@@ -460,8 +470,7 @@ class LTXFamily(DenoiserFamily):
     """LTXPipeline: packed latents (B, tokens, C), batched CFG, resolution-dependent sigma shift."""
 
     name = "ltx"
-    pipeline_classes = (LTXPipeline,)
-    batched_cfg = True
+    adapter_class = LTXAdapter
 
     def spatial_patch(self, pipe):
         return int(pipe.transformer_spatial_patch_size)
@@ -542,7 +551,7 @@ class HunyuanVideoFamily(DenoiserFamily):
     """HunyuanVideoPipeline: guidance-distilled (the scale is a transformer input); optional true CFG."""
 
     name = "hunyuanvideo"
-    pipeline_classes = (HunyuanVideoPipeline,)
+    adapter_class = HunyuanVideoAdapter
 
     def cfg_enabled(self, spec):
         return spec.true_cfg_scale > 1.0
