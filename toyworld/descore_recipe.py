@@ -88,7 +88,7 @@ class ToyDeScoreRecipe:
             "lr_scheduler": "cosine",
             "warmup_ratio": 0.05,
             "batch_size": 16,
-            "max_steps": 400,
+            "max_steps": 1200,
         }
     )
     stage1: dict[str, Any] = field(
