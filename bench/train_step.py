@@ -1,10 +1,16 @@
-"""Benchmark: seconds per stage-1 (cold-start) optimizer step, and tokens per second, on tiny Qwen3-VL backbones.
+"""Benchmark: seconds per stage-1 (cold-start) step and per stage-2 (dual-RL) step on tiny Qwen3-VL backbones.
 
 Writes a small pair file of synthetic mp4 clips (a coloured square on a gray background, one video of each pair with
 noise and flicker) with CoTs into a temporary folder, then runs :class:`descore.training.ColdStartTrainer` for
 ``--steps`` optimizer steps from a freshly built backbone of each ``--sizes`` entry (``toy``: the size that learns the
 toy world, ``mid``: 37M parameters) and reports the median step time after ``--warmup`` steps, the tokens per step
 (padded batch tokens that carry attention) and tokens per second. Decoding and the final export are not timed.
+
+Stage 2 (``--stage2-steps``, 0 to skip): :class:`descore.training.dual_rl.DualRLTrainer` from the same fresh backbone on a small
+toy-world pair file (brief CoTs, ground-truth sub-scores), ``--stage2-pairs`` pairs per step, G = ``--group-size``
+rollouts of ``--max-new-tokens`` tokens per video; reported: median seconds per step split into rollout (generation
+and rewards) and update (log-probs of the old and reference policy, GRPO + BT backward, optimizer), and generated
+tokens per second of the rollout. A random backbone never stops early, so every rollout has the full length.
 
 Run: ``python bench/train_step.py [--sizes toy mid] [--steps 8] [--batch-size 4] [--threads 1]``
 """
@@ -23,6 +29,7 @@ import torch
 
 from descore.scoring import DeScore
 from descore.training import ColdStartConfig, ColdStartTrainer
+from descore.training.dual_rl import DualRLConfig, DualRLTrainer
 from descore.video_io import write_video
 
 FRAME_SIDE = {"toy": 64, "mid": 128}
@@ -103,6 +110,50 @@ def run(size: str, pairs: Path, out: Path, args: argparse.Namespace) -> dict[str
     }
 
 
+def run_stage2(size: str, out: Path, args: argparse.Namespace) -> dict[str, float]:
+    from toyworld.dataset import build_dataset
+    from toyworld.scene import WorldConfig
+    from toyworld.tiny_models import build_qwen_vl, build_qwen_vl_processor
+
+    side = FRAME_SIDE[size]
+    world = WorldConfig(num_frames=8, height=side, width=side, fps=4)
+    pairs = build_dataset(
+        out / "data", 4 * args.stage2_pairs, seed=0, config=world, brief_cot=True, split_fractions=(1.0, 0.0, 0.0),
+        progress=False,
+    ).pair_files["train"]
+    sampling = {"fps": 4.0, "min_frames": 2, "max_frames": 8, "min_pixels": 32 * 32, "max_pixels": side * side}
+    torch.manual_seed(0)
+    scorer = DeScore.from_backbone(
+        build_qwen_vl("qwen3_vl", size, seed=0), build_qwen_vl_processor("qwen3_vl", size), sampling=sampling
+    )
+    config = DualRLConfig(
+        train_file=str(pairs),
+        output_dir=str(out / "run"),
+        dimension="Overall",
+        lora_r=args.lora_r,
+        lora_alpha=2.0 * args.lora_r,
+        group_size=args.group_size,
+        pairs_per_step=args.stage2_pairs,
+        rollout_batch_size=2 * args.stage2_pairs * args.group_size,
+        micro_batch_pairs=args.stage2_pairs,
+        mini_batches=1,
+        max_new_tokens=args.max_new_tokens,
+        length_thresholds=[16.0, 32.0, 48.0, 64.0],
+        learning_rate=1e-4,
+        max_steps=args.warmup + args.stage2_steps,
+        mixed_precision=args.mixed_precision,
+        gradient_checkpointing=args.gradient_checkpointing,
+        save_every=0,
+        progress=False,
+    )
+    history = DualRLTrainer(config, scorer).train().history[args.warmup :]
+    seconds = statistics.median(h["seconds"] for h in history)
+    rollout = statistics.median(h["rollout_seconds"] for h in history)
+    rollouts = 2 * args.stage2_pairs * args.group_size
+    tokens = statistics.median(h["cot_tokens"] for h in history) * rollouts
+    return {"s_per_step": seconds, "rollout_s": rollout, "update_s": seconds - rollout, "gen_tokens_per_s": tokens / rollout}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", nargs="+", default=["toy", "mid"], choices=sorted(FRAME_SIDE))
@@ -114,6 +165,10 @@ def main() -> None:
     parser.add_argument("--mixed-precision", default="no", choices=["no", "bf16", "fp16"])
     parser.add_argument("--gradient-checkpointing", action="store_true")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--stage2-steps", type=int, default=4, help="timed stage-2 steps (0: skip stage 2)")
+    parser.add_argument("--stage2-pairs", type=int, default=2, help="stage-2 pairs per step")
+    parser.add_argument("--group-size", type=int, default=4, help="stage-2 rollouts per video (G)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="stage-2 rollout length")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     logging.disable(logging.WARNING)
@@ -132,6 +187,17 @@ def main() -> None:
                 f"{size:<6}{result['params_M']:>12.2f}{result['s_per_step']:>10.3f}"
                 f"{result['tokens_per_step']:>14.0f}{result['tokens_per_s']:>12.0f}"
             )
+        if args.stage2_steps:
+            rollouts = 2 * args.stage2_pairs * args.group_size
+            print(f"\nstage 2: {args.stage2_pairs} pairs/step, G = {args.group_size} ({rollouts} rollouts of "
+                  f"{args.max_new_tokens} tokens)")  # fmt: skip
+            print(f"{'size':<6}{'s/step':>10}{'rollout s':>11}{'update s':>10}{'gen tokens/s':>14}")
+            for size in args.sizes:
+                result = run_stage2(size, root / f"stage2_{size}", args)
+                print(
+                    f"{size:<6}{result['s_per_step']:>10.3f}{result['rollout_s']:>11.3f}{result['update_s']:>10.3f}"
+                    f"{result['gen_tokens_per_s']:>14.0f}"
+                )
 
 
 if __name__ == "__main__":
