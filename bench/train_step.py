@@ -69,6 +69,19 @@ def make_pairs(folder: Path, count: int, side: int) -> Path:
     return out
 
 
+def common_fields(args: argparse.Namespace) -> dict:
+    """Config fields both stages are timed with."""
+    return {
+        "lora_r": args.lora_r,
+        "lora_alpha": 2.0 * args.lora_r,
+        "learning_rate": 1e-4,
+        "mixed_precision": args.mixed_precision,
+        "gradient_checkpointing": args.gradient_checkpointing,
+        "save_every": 0,
+        "progress": False,
+    }
+
+
 def run(size: str, pairs: Path, out: Path, args: argparse.Namespace) -> dict[str, float]:
     from toyworld.tiny_models import build_qwen_vl, build_qwen_vl_processor
 
@@ -86,17 +99,11 @@ def run(size: str, pairs: Path, out: Path, args: argparse.Namespace) -> dict[str
     config = ColdStartConfig(
         train_file=str(pairs),
         output_dir=str(out),
-        lora_r=args.lora_r,
-        lora_alpha=2.0 * args.lora_r,
-        learning_rate=1e-4,
         batch_size=args.batch_size,
         gradient_accumulation_steps=1,
         max_steps=args.warmup + args.steps,
-        mixed_precision=args.mixed_precision,
-        gradient_checkpointing=args.gradient_checkpointing,
         cot_mask_prob=args.cot_mask_prob,
-        save_every=0,
-        progress=False,
+        **common_fields(args),
     )
     history = ColdStartTrainer(config, scorer).train().history[args.warmup :]
     seconds = statistics.median(h["seconds"] for h in history)
@@ -130,8 +137,6 @@ def run_stage2(size: str, out: Path, args: argparse.Namespace) -> dict[str, floa
         train_file=str(pairs),
         output_dir=str(out / "run"),
         dimension="Overall",
-        lora_r=args.lora_r,
-        lora_alpha=2.0 * args.lora_r,
         group_size=args.group_size,
         pairs_per_step=args.stage2_pairs,
         rollout_batch_size=2 * args.stage2_pairs * args.group_size,
@@ -139,12 +144,8 @@ def run_stage2(size: str, out: Path, args: argparse.Namespace) -> dict[str, floa
         mini_batches=1,
         max_new_tokens=args.max_new_tokens,
         length_thresholds=[16.0, 32.0, 48.0, 64.0],
-        learning_rate=1e-4,
         max_steps=args.warmup + args.stage2_steps,
-        mixed_precision=args.mixed_precision,
-        gradient_checkpointing=args.gradient_checkpointing,
-        save_every=0,
-        progress=False,
+        **common_fields(args),
     )
     history = DualRLTrainer(config, scorer).train().history[args.warmup :]
     seconds = statistics.median(h["seconds"] for h in history)
