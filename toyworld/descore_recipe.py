@@ -3,8 +3,10 @@
 ``descore toy train-descore --out DIR`` (or :func:`train_toy_descore`) reproduces the checkpoint shipped in
 ``toyworld/checkpoints/toy_descore``, on a CPU with one thread:
 
-1. **data**: a toy preference dataset (``toyworld.dataset.build_dataset``) with brief CoTs (ratings and answer only:
-   the toy backbone's context is short);
+1. **data**: a toy preference dataset (``toyworld.dataset.build_dataset``) in the toy generator's 48x48 world, with
+   brief CoTs (ratings and answer only: the toy backbone's context is short), plus on-policy pairs of the shipped toy
+   generator's samples labelled by the analyzer (``toyworld.dataset.build_generated_dataset``), so the checkpoint is
+   trained on what it judges in best-of-N and the recipes;
 2. **backbone**: the tiny ``toy`` Qwen3-VL (real architecture, random init, :func:`toyworld.tiny_models.save_qwen_vl`);
 3. **CoT SFT** (:mod:`descore.training.sft`): the random backbone learns to write the annotator's CoTs (every
    language-model weight and the vision tower train; the toy backbone has nothing to preserve);
@@ -394,7 +396,7 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         help="train the toy DeScore checkpoint (SFT, stage 1, stage 2) and its discriminative baseline",
         description="Build a toy dataset, teach the tiny toy backbone the judge's CoT, run stage 1 and stage 2, "
         "train the discriminative baseline on the same pairs and evaluate both in-domain and out-of-domain. "
-        f"About 30 minutes on one CPU thread. The shipped checkpoint ({SHIPPED_CHECKPOINT}) is "
+        f"About 45 minutes on one CPU thread. The shipped checkpoint ({SHIPPED_CHECKPOINT}) is "
         "`--export toyworld/checkpoints/toy_descore` of the default run.",
     )
     p.add_argument("--out", required=True, help="new or empty folder for data, runs, configs and report.json")
