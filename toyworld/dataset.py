@@ -372,7 +372,7 @@ def build_generated_dataset(
     :func:`build_dataset`, so both datasets can share one folder and be concatenated. The last ``test_fraction`` of
     the prompts form the test split.
     """
-    if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or not 2 <= videos_per_prompt:
+    if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or videos_per_prompt < 2:
         raise ConfigError(f"videos_per_prompt must be an integer >= 2, got {videos_per_prompt!r}")
     if not prompts:
         raise ConfigError("build_generated_dataset needs at least one prompt")

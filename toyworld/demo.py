@@ -83,7 +83,9 @@ def _candidate(
 ) -> Candidate:
     """Measure a video with the analyzer; keep it as a GIF when ``fps`` is given (for the report)."""
     analysis = analyze(video, prompt)
-    return Candidate(seed, reward, cot, analysis.overall, analysis.findings, None if fps is None else _gif(video, fps))
+    return Candidate(
+        seed, reward, cot, analysis.overall, analysis.findings, None if fps is None else _gif(video, fps)
+    )
 
 
 def run_demo(
@@ -122,7 +124,11 @@ def run_demo(
         )
         candidates = [
             _candidate(
-                out.candidates[0, k], prompt, out.seeds[0][k], float(out.rewards[0, k]), out.cots[0][k],
+                out.candidates[0, k],
+                prompt,
+                out.seeds[0][k],
+                float(out.rewards[0, k]),
+                out.cots[0][k],
                 fps if gifs else None,
             )
             for k in range(num_candidates)
@@ -134,7 +140,13 @@ def run_demo(
         guided = {**GUIDANCE, "weight": guidance_weight}
         for name, guidance in (("plain", None), ("guided", guided)):
             out = pipe(
-                prompt, seeds=[run_seed], think=False, guidance=guidance, output_type="pt", fps=fps, **TOY_GENERATOR_CALL
+                prompt,
+                seeds=[run_seed],
+                think=False,
+                guidance=guidance,
+                output_type="pt",
+                fps=fps,
+                **TOY_GENERATOR_CALL,
             )
             videos[name] = _candidate(
                 out.frames[0], prompt, run_seed, float(out.rewards[0, 0]), None, fps if gifs else None
@@ -156,7 +168,8 @@ def _check_checkpoints(generator_path: str | Path | None, reward_model_path: str
         )
     if missing:
         raise CheckpointError(
-            "the demo needs checkpoints that are not in this installation: " + "; ".join(missing)
+            "the demo needs checkpoints that are not in this installation: "
+            + "; ".join(missing)
             + ". Pass --generator / --reward-model to use your own."
         )
 
@@ -216,7 +229,9 @@ def render_html(report: DemoReport) -> str:
     for r in report.results:
         parts.append(f"<h3>{html.escape(r.prompt)}</h3><table><tr>")
         for k, c in enumerate(r.candidates):
-            parts.append(_cell(c, f"seed {c.seed}" + (" (DeScore's pick)" if k == r.winner else ""), k == r.winner))
+            parts.append(
+                _cell(c, f"seed {c.seed}" + (" (DeScore's pick)" if k == r.winner else ""), k == r.winner)
+            )
         parts.append("</tr></table>")
         cot = r.candidates[r.winner].cot or ""
         parts.append(f"<p>DeScore's rationale for its pick:</p><pre>{html.escape(cot)}</pre>")
@@ -252,7 +267,9 @@ def _run(args: argparse.Namespace) -> int:
         " candidates"
     )
     if report.guidance:
-        print(f"guidance: reward {stats['reward_unguided']:+.3f} -> {stats['reward_guided']:+.3f} (same seeds)")
+        print(
+            f"guidance: reward {stats['reward_unguided']:+.3f} -> {stats['reward_guided']:+.3f} (same seeds)"
+        )
     print(f"report: {page} ({report.seconds:.0f} s)")
     return 0
 
@@ -270,6 +287,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--guidance-prompts", type=int, default=2, help="prompts to show guidance on (default 2)")
     p.add_argument("--seed", type=int, default=0, help="seed of the prompts and candidates (default 0)")
     p.add_argument("--generator", default=None, help="toy generator folder (default: the shipped one)")
-    p.add_argument("--reward-model", default=None, help="DeScore checkpoint (default: the shipped toy DeScore)")
-    p.add_argument("--threads", type=int, default=1, help="torch threads (default 1: fastest for these tiny models)")
+    p.add_argument(
+        "--reward-model", default=None, help="DeScore checkpoint (default: the shipped toy DeScore)"
+    )
+    p.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: fastest for these tiny models)"
+    )
     p.set_defaults(func=_run)

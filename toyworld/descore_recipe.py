@@ -129,7 +129,9 @@ class ToyDeScoreRecipe:
     @classmethod
     def quick(cls) -> ToyDeScoreRecipe:
         """A few steps of everything on a small dataset: checks the recipe runs (seconds, not a useful model)."""
-        recipe = cls(pairs=24, split_fractions=(0.5, 0.25, 0.25), generated_prompts=3, generated_videos_per_prompt=2)
+        recipe = cls(
+            pairs=24, split_fractions=(0.5, 0.25, 0.25), generated_prompts=3, generated_videos_per_prompt=2
+        )
         recipe.sft["max_steps"] = 2
         recipe.stage1["max_steps"] = 2
         recipe.stage2.update(max_steps=1, max_new_tokens=16, group_size=2, pairs_per_step=2, mini_batches=1)

@@ -360,22 +360,15 @@ class SFTTrainer(StageTrainer):
         videos = train_pairs.videos() + (eval_pairs.videos() if eval_pairs is not None else [])
         frames = self._decode_frames(accelerator, scorer, videos)
         end_of_turn = end_of_turn_id(scorer.tokenizer)
-        examples = cot_examples(
-            pair_inputs(train_pairs, with_cot=True).inputs,
-            scorer.tokenizer,
-            model.config.query_token,
-            end_of_turn,
-            cfg.max_cot_tokens,
-        )
-        eval_examples = None
-        if eval_pairs is not None:
-            eval_examples = cot_examples(
-                pair_inputs(eval_pairs, with_cot=True).inputs,
-                scorer.tokenizer,
-                model.config.query_token,
-                end_of_turn,
-                cfg.max_cot_tokens,
+
+        def examples_of(pairs: PairDataset) -> list[CoTExample]:
+            inputs = pair_inputs(pairs, with_cot=True).inputs
+            return cot_examples(
+                inputs, scorer.tokenizer, model.config.query_token, end_of_turn, cfg.max_cot_tokens
             )
+
+        examples = examples_of(train_pairs)
+        eval_examples = None if eval_pairs is None else examples_of(eval_pairs)
         schedule = PairSchedule(
             num_pairs=len(examples),
             micro_batch=cfg.batch_size,

@@ -6,7 +6,6 @@ import json
 
 import pytest
 
-from descore.evaluation import evaluate_pairs
 from descore.pairs import load_pairs
 from descore.scoring import DeScore
 from toyworld.dataset import build_dataset
