@@ -418,6 +418,7 @@ def section_bon(bench: Bench) -> None:
     from reward_guidance.protocol import descore_reward
 
     pipe, call, record, device = bench.pipe, bench.call, bench.record, bench.device
+    bench.drop_judge()  # the toy-reward cases come first, without the large model's weights in memory
     for run in ("first (warm-up)", "second"):
         with measured(device) as stats:
             frames = pipe(PROMPT, generator=torch.Generator().manual_seed(0), output_type="pt", **call).frames
@@ -440,24 +441,17 @@ def section_bon(bench: Bench) -> None:
         "candidate_batch_size": CANDIDATES,
         "output_type": "pt",
     }
-    runs: list[tuple[str, dict[str, Any]]] = [
-        ("toy DeScore think-free", {"think": False, "keep_candidates": True}),
-        ("toy DeScore cascade (top 2 think)", {"cascade_top_k": 2}),
-        ("toy DeScore think", {"think": True}),
-    ]
-    if bench.judge_factory is not None:
-        runs.append((SIZES[bench.size].judge_name, {"think": False, "reward": "judge"}))
-    candidates, fps = None, None
-    for name, options in runs:
+    kept: dict[str, Any] = {}
+
+    def best_of(name: str, options: dict[str, Any]) -> None:
+        case = f"best-of-{CANDIDATES} batched, {name}"
         try:
-            if options.get("reward") == "judge":
-                options = {**options, "reward": bench.judge()}
             with measured(device) as stats:
                 out = descore_pipe(PROMPT, **common, **options, **call)
             cots = [c for c in out.cots[0] if c is not None]
             record(
                 "bon",
-                f"best-of-{CANDIDATES} batched, {name}",
+                case,
                 f"{describe(stats)}; rewards {[round(float(r), 4) for r in out.rewards[0]]}, winner {out.winners[0]}",
                 rewards=out.rewards[0],
                 winner=out.winners[0],
@@ -465,31 +459,40 @@ def section_bon(bench: Bench) -> None:
                 **stats,
             )
             if out.candidates is not None:
-                candidates, fps = out.candidates[0].to(device), out.fps
-            del out
+                kept.update(candidates=out.candidates[0].to(device), fps=out.fps)
         except Exception:  # noqa: BLE001 - a failed case is reported and the next one runs
             traceback.print_exc()
-            record("bon", f"best-of-{CANDIDATES} batched, {name}", "FAILED", error=traceback.format_exc())
+            record("bon", case, "FAILED", error=traceback.format_exc())
 
-    if candidates is None:
-        return
-    rewards = [
-        ("toy DeScore think-free", descore_reward(bench.toy, "think_free")),
-        ("toy DeScore cascade (top 2 think)", descore_reward(bench.toy, "cascade", top_k=2)),
-        ("toy DeScore think", descore_reward(bench.toy, "think")),
-    ]
-    if bench.judge_factory is not None:
-        rewards.append(
-            (SIZES[bench.size].judge_name, descore_reward(bench.judge(), "think_free", batch_size=CANDIDATES))
-        )
-    for name, reward in rewards:
+    def scoring_only(name: str, reward: Any) -> None:
+        case = f"scoring only, {CANDIDATES} candidates, {name}"
+        if "candidates" not in kept:
+            return
         try:
             with measured(device) as stats, torch.inference_mode():
-                reward.evaluate(candidates, PROMPT, fps=fps)
-            record("bon", f"scoring only, {CANDIDATES} candidates, {name}", describe(stats), **stats)
+                reward.evaluate(kept["candidates"], PROMPT, fps=kept["fps"])
+            record("bon", case, describe(stats), **stats)
         except Exception:  # noqa: BLE001
             traceback.print_exc()
-            record("bon", f"scoring only, {name}", "FAILED", error=traceback.format_exc())
+            record("bon", case, "FAILED", error=traceback.format_exc())
+
+    best_of("toy DeScore think-free", {"think": False, "keep_candidates": True})
+    best_of("toy DeScore cascade (top 2 think)", {"cascade_top_k": 2})
+    best_of("toy DeScore think", {"think": True})
+    scoring_only("toy DeScore think-free", descore_reward(bench.toy, "think_free"))
+    scoring_only("toy DeScore cascade (top 2 think)", descore_reward(bench.toy, "cascade", top_k=2))
+    scoring_only("toy DeScore think", descore_reward(bench.toy, "think"))
+    if bench.judge_factory is None:
+        return
+    name = SIZES[bench.size].judge_name
+    try:
+        judge = bench.judge()
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+        record("bon", f"build {name}", "FAILED", error=traceback.format_exc())
+        return
+    best_of(name, {"think": False, "reward": judge})
+    scoring_only(name, descore_reward(judge, "think_free", batch_size=CANDIDATES))
 
 
 def synchronized(
@@ -510,6 +513,7 @@ def section_guidance(bench: Bench) -> None:
     from reward_guidance.protocol import DeScoreReward
 
     pipe, call, record, device = bench.pipe, bench.call, bench.record, bench.device
+    bench.drop_judge()  # the toy-reward settings come first, without the large model's weights in memory
     middle = bench.steps // 2
     window = (middle, middle + 1)
     subset = SIZES[bench.size].subset
@@ -539,15 +543,18 @@ def section_guidance(bench: Bench) -> None:
         case = f"{reward_name}, {setting}, guided step {middle} of {bench.steps}"
         try:
             reward = make_reward()
-            with measured(device) as stats, RewardGuidanceCallback(
-                reward,
-                pipe,
-                prompt=PROMPT,
-                weight=GUIDANCE_WEIGHT,
-                normalize=True,
-                window=window,
-                **options,
-            ) as guidance:
+            with (
+                measured(device) as stats,
+                RewardGuidanceCallback(
+                    reward,
+                    pipe,
+                    prompt=PROMPT,
+                    weight=GUIDANCE_WEIGHT,
+                    normalize=True,
+                    window=window,
+                    **options,
+                ) as guidance,
+            ):
                 pipe(
                     PROMPT,
                     generator=torch.Generator().manual_seed(0),
