@@ -188,6 +188,12 @@ class Recorder:
             handle.write(json.dumps(record, default=_jsonable) + "\n")
         print(f"[{elapsed:6.1f}s] [{section}] {case}: {summary}", flush=True)
 
+    def failure(self, section: str, case: str) -> None:
+        """Record the exception being handled (its last line in the summary; the traceback on stderr)."""
+        text = traceback.format_exc()
+        print(text, file=sys.stderr, flush=True)
+        self(section, case, "FAILED: " + text.strip().splitlines()[-1][:300], error=text)
+
 
 def _jsonable(value: Any) -> Any:
     if isinstance(value, torch.Tensor):
@@ -461,8 +467,7 @@ def section_bon(bench: Bench) -> None:
             if out.candidates is not None:
                 kept.update(candidates=out.candidates[0].to(device), fps=out.fps)
         except Exception:  # noqa: BLE001 - a failed case is reported and the next one runs
-            traceback.print_exc()
-            record("bon", case, "FAILED", error=traceback.format_exc())
+            record.failure("bon", case)
 
     def scoring_only(name: str, reward: Any) -> None:
         case = f"scoring only, {CANDIDATES} candidates, {name}"
@@ -473,8 +478,7 @@ def section_bon(bench: Bench) -> None:
                 reward.evaluate(kept["candidates"], PROMPT, fps=kept["fps"])
             record("bon", case, describe(stats), **stats)
         except Exception:  # noqa: BLE001
-            traceback.print_exc()
-            record("bon", case, "FAILED", error=traceback.format_exc())
+            record.failure("bon", case)
 
     best_of("toy DeScore think-free", {"think": False, "keep_candidates": True})
     best_of("toy DeScore cascade (top 2 think)", {"cascade_top_k": 2})
@@ -488,8 +492,7 @@ def section_bon(bench: Bench) -> None:
     try:
         judge = bench.judge()
     except Exception:  # noqa: BLE001
-        traceback.print_exc()
-        record("bon", f"build {name}", "FAILED", error=traceback.format_exc())
+        record.failure("bon", f"build {name}")
         return
     best_of(name, {"think": False, "reward": judge})
     scoring_only(name, descore_reward(judge, "think_free", batch_size=CANDIDATES))
@@ -575,8 +578,7 @@ def section_guidance(bench: Bench) -> None:
                 **{k: v for k, v in stats.items() if k != "seconds"},
             )
         except Exception:  # noqa: BLE001
-            traceback.print_exc()
-            record("guidance", case, "FAILED", error=traceback.format_exc())
+            record.failure("guidance", case)
 
 
 def section_grpo(bench: Bench) -> None:
@@ -741,8 +743,7 @@ def main(argv: list[str] | None = None) -> int:
         try:
             SECTION_FUNCTIONS[section](bench)
         except Exception:  # noqa: BLE001 - report and go on with the next section
-            traceback.print_exc()
-            record(section, "section", "FAILED", error=traceback.format_exc())
+            record.failure(section, "section")
             failed.append(section)
         free_memory(device)
     print(f"done; results in {record.path}" + (f"; failed sections: {failed}" if failed else ""), flush=True)
