@@ -26,7 +26,9 @@ Sections (``--sections``; each runs on its own, a failure is printed and the nex
   checkpointing, bf16 mixed precision, the toy DeScore think-free as reward; rollout and training seconds from the
   trainer's metrics and the peak memory of the update.
 
-Peak memory: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (None on a CPU). Every record is
+Peak memory: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (None on a CPU), with the allocation
+at the start (the resident weights) next to it; the 8B is built only for its own cases, after the toy-reward ones of
+each section, and freed before the next section, so the toy-reward figures never include it. Every record is
 appended to ``OUT/results.jsonl`` as soon as it is measured. ``--size tiny --device cpu`` runs the same code on the
 repository's tiny factory models (a smoke test); ``--device meta`` only builds the models and counts parameters.
 
