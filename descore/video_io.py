@@ -23,15 +23,18 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, Literal, Union
+from typing import TYPE_CHECKING, Any, Literal, Union
 
-import av
 import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
 from descore.errors import ConfigError, VideoError
+
+# PyAV is imported by the functions that read or write files: scoring in-memory frames needs no FFmpeg.
+if TYPE_CHECKING:
+    import av
 
 logger = logging.getLogger(__name__)
 
@@ -552,6 +555,7 @@ class _RGBConverter:
     more than the conversion)."""
 
     def __init__(self) -> None:
+        import av
         self._reformatter = av.video.reformatter.VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
@@ -610,6 +614,7 @@ def _decode(
     path: Path, name: str, index: _StreamIndex, positions: list[int], strategy: Strategy
 ) -> dict[int, np.ndarray]:
     """Decode the frames at the given positions; returns PTS -> (H, W, 3) uint8 for those it could decode."""
+    import av
     wanted = sorted({index.pts[k] for k in positions})
     seekable = (
         index.codec in _SEEKABLE_CODECS and bool(index.keyframe_pts) and index.keyframe_pts[0] == index.pts[0]
@@ -665,6 +670,7 @@ def _read_with_pyav(
     source_fps: float | None,
     strategy: Strategy,
 ) -> Video:
+    import av
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as err:
@@ -953,6 +959,7 @@ def _encode_all(
 
 
 def _rgb_frames(arrays: np.ndarray) -> Iterator[av.VideoFrame]:
+    import av
     for k, array in enumerate(arrays):
         frame = av.VideoFrame.from_ndarray(array, format="rgb24")
         frame.pts = k
@@ -969,6 +976,7 @@ def _write_yuv(
     options: Mapping[str, str],
 ) -> None:
     """H.264 (mp4, mov, mkv) or VP9 (webm), yuv420p, no B-frames, a keyframe every ``keyframe_interval`` frames."""
+    import av
     height, width = arrays.shape[1:3]
     container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
     with av.open(str(path), "w", options=container_options) as container:
@@ -998,6 +1006,7 @@ def _write_yuv(
 
 def _palette_frames(arrays: np.ndarray, fps: float) -> Iterator[av.VideoFrame]:
     """Each frame quantised to its own 256 colours (median cut, no dithering), stamped in hundredths of a second."""
+    import av
     for k, array in enumerate(arrays):
         quantized = Image.fromarray(array).quantize(
             256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
@@ -1020,6 +1029,7 @@ def _write_gif(arrays: np.ndarray, path: Path, fps: float) -> None:
     GIF delays are whole hundredths of a second: frame k starts at round(100 k / fps) cs, so the mean rate is kept
     while single delays vary by 1 cs (24 fps -> 4, 4, 4, 5, ... cs).
     """
+    import av
     if fps > 50:
         logger.warning(
             "%s: browsers slow GIFs above 50 fps down to 10 fps; writing %.4g fps anyway", path, fps
@@ -1056,6 +1066,7 @@ def write_video(
     options (e.g. ``{"preset": "veryfast"}``). gif: 256 colours per frame, delays in hundredths of a second (``crf``,
     ``keyframe_interval`` and ``options`` do not apply). The file appears only once complete.
     """
+    import av
     path = Path(path)
     _check_positive("fps", fps)
     _check_count("keyframe_interval", keyframe_interval)
