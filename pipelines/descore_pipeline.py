@@ -372,8 +372,10 @@ class DeScorePipeline(DiffusionPipeline):
         """Move the video components as diffusers does, and the DeScore reward model(s) to the same device
         (their dtype is left as loaded)."""
         super().to(*args, **kwargs)
-        for scorer in _scorers(self.reward_model):
-            scorer.model.to(self.device)
+        if isinstance(self.reward_model, DeScore):
+            self.reward_model.model.to(self.device)
+        elif isinstance(self.reward_model, RewardFunction):
+            self.reward_model.to(self.device)
         return self
 
     def set_progress_bar_config(self, **kwargs: Any) -> None:
@@ -785,18 +787,6 @@ def _resolve_reward_model(value: Any, load_options: Mapping[str, Any] | None = N
         "reward_model must be a DeScore, a DeScore checkpoint folder, a RewardFunction or a callable(videos, prompts), "
         f"got {type(value).__name__}"
     )
-
-
-def _scorers(reward: Any) -> list[DeScore]:
-    """The DeScore models inside a reward (to move them with the pipeline)."""
-    if isinstance(reward, DeScore):
-        return [reward]
-    if isinstance(reward, DeScoreReward):
-        return [reward.scorer]
-    if isinstance(reward, CascadeReward):
-        both = _scorers(reward.first) + _scorers(reward.second)
-        return list({id(scorer): scorer for scorer in both}.values())
-    return []
 
 
 def _selection_reward(source: Any, think: bool, cascade_top_k: int | None) -> RewardFunction | None:

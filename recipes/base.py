@@ -201,6 +201,7 @@ class RecipeTrainer:
         device = self.accelerator.device
         dtype = {"no": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[config.mixed_precision]
         self.pipe.to(device)
+        self.reward.to(device)
         if dtype != torch.float32:
             _cast_frozen_weights(self.pipe, dtype)
         self.params = add_lora(self.pipe, config.lora, seed=derived_seed(config.seed, "lora"))

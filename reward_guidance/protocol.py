@@ -169,6 +169,10 @@ class RewardFunction(ABC):
         """Raise :class:`~descore.errors.VideoError` when a ``num_frames``-frame video at ``fps`` cannot be scored."""
         self.frames.check(num_frames, fps, what, fix)
 
+    def to(self, device: torch.device | str) -> RewardFunction:
+        """Move the reward's own models to ``device`` (a wrapped user callable keeps its placement); returns self."""
+        return self
+
     def evaluate(self, videos: torch.Tensor, prompts: Prompts, *, fps: float | None = None) -> RewardOutput:
         """Rewards and rationales of ``videos`` (generated at ``fps`` frames per second, when known)."""
         videos, prompt_list = check_videos(videos, prompts, self.name)
@@ -296,6 +300,10 @@ class DeScoreReward(RewardFunction):
     def name(self) -> str:
         return f"DeScore({self.mode})"
 
+    def to(self, device: torch.device | str) -> DeScoreReward:
+        self.scorer.model.to(device)
+        return self
+
     def score_batch(self, videos: torch.Tensor, prompts: list[str], fps: float | None) -> RewardOutput:
         keep_graph = self.differentiable and videos.requires_grad and torch.is_grad_enabled()
         with frozen([self.scorer.model] if keep_graph else []):
@@ -341,6 +349,11 @@ class CascadeReward(RewardFunction):
     ) -> None:
         self.first.check_frames(num_frames, fps, what, fix)
         self.second.check_frames(num_frames, fps, what, fix)
+
+    def to(self, device: torch.device | str) -> CascadeReward:
+        self.first.to(device)
+        self.second.to(device)
+        return self
 
     def shortlist(self, first_rewards: torch.Tensor) -> list[int]:
         """Indices of the ``top_k`` best first-stage rewards (ties: the earlier index), best first."""

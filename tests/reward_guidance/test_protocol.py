@@ -135,3 +135,14 @@ def test_bad_reward_arguments(scorer):
         CallableReward(brightness, batch_size=0)
     with pytest.raises(ConfigError, match="sampling overrides"):
         DeScoreReward(scorer, sampling={"frames_per_second": 4})
+
+
+def test_to_moves_every_descore_inside_a_reward_and_leaves_callables_alone():
+    first, second = make_scorer(seed=1), make_scorer(seed=2)
+    cascade = descore_reward(first, "cascade")
+    assert isinstance(cascade, CascadeReward)
+    cascade.second.scorer = second
+    assert cascade.to("meta") is cascade
+    assert first.model.device.type == "meta" and second.model.device.type == "meta"
+    plain = CallableReward(brightness)
+    assert plain.to("meta") is plain
