@@ -52,6 +52,7 @@ from toyworld.dataset import build_dataset, build_generated_dataset, concatenate
 from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
 from toyworld.prompts import parse_prompt
 from toyworld.tiny_models import save_qwen_vl
+from toyworld.vision_pretraining import VisionPretrainingConfig, measured_clips, pretrain_vision_tower
 
 logger = logging.getLogger(__name__)
 
@@ -83,6 +84,10 @@ class ToyDeScoreRecipe:
     generator: str | None = None
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     backbone_size: str = "toy"
+    vision_pretraining: dict[str, Any] | None = None
+    """Settings (:class:`~toyworld.vision_pretraining.VisionPretrainingConfig` fields) of a phase that pretrains the
+    backbone's vision tower on rendered clips, and on the on-policy samples' analyzer measurements, before the CoT
+    SFT; None skips it."""
     sft: dict[str, Any] = field(
         default_factory=lambda: {
             "lora_r": None,
@@ -254,6 +259,20 @@ def train_toy_descore(
             )
             test_files["generated_test"] = generated.pair_files["test"]
     base = save_qwen_vl(out / "base", "qwen3_vl", recipe.backbone_size, seed=recipe.seed)
+    if recipe.vision_pretraining is not None:
+        with _timed(times, "vision"):
+            listing = data / "generated_videos.jsonl"
+            records = [json.loads(line) for line in listing.read_text().splitlines()] if listing.exists() else []
+            on_policy = [data / r["path"] for r in records if r["split"] == "train"]
+            base = pretrain_vision_tower(
+                base,
+                out / "vision",
+                TOY_SAMPLING,
+                WORLD,
+                VisionPretrainingConfig(seed=recipe.seed, **recipe.vision_pretraining),
+                generated=measured_clips(on_policy) if on_policy else None,
+                progress=progress,
+            )
     common = {
         "mixed_precision": "no",
         "seed": recipe.seed,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import pytest
+import yaml
 
 from descore.pairs import load_pairs
 from descore.scoring import DeScore
@@ -65,9 +66,12 @@ def test_the_checkpoint_writes_parseable_chains_of_thought(scorer, fresh_pairs):
 
 
 def test_the_recipe_runs_end_to_end(tmp_path):
-    report = train_toy_descore(
-        tmp_path / "run", ToyDeScoreRecipe.quick(), export_to=tmp_path / "export", progress=False
-    )
+    recipe = ToyDeScoreRecipe.quick()
+    recipe.vision_pretraining = {"steps": 2, "batch_size": 4, "eval_clips": 8}
+    report = train_toy_descore(tmp_path / "run", recipe, export_to=tmp_path / "export", progress=False)
+    assert "vision" in report["seconds"]
+    sft = yaml.safe_load((tmp_path / "run" / "configs" / "sft.yaml").read_text())
+    assert sft["model"] == str(tmp_path / "run" / "vision")
     assert set(report["results"]) == {"descore", "descore_stage1", "discriminative_baseline"}
     assert set(report["results"]["descore"]) == {"test_id", "test_ood", "generated_test"}
     assert set(report["results"]["descore"]["test_ood"]) == {"think", "no_think", "given_cot"}
