@@ -151,11 +151,13 @@ def smart_resize(
         w_bar = math.ceil(width * beta / factor) * factor
     else:
         return h_bar, w_bar
-    if frames * h_bar * w_bar > max_pixels:
+    # The official comparisons count t_bar frames, its scaling counts all frames: the budget is met under either.
+    counted = min(frames, t_bar)
+    if counted * h_bar * w_bar > max_pixels:
         raise PreprocessingError(
             f"pixel budget [min_pixels={min_pixels}, max_pixels={max_pixels}] cannot be met by {frames} frame(s) "
             f"of {height}x{width}: the nearest size with sides multiple of {factor} (patch_size x merge_size), "
-            f"{h_bar}x{w_bar}, needs {frames * h_bar * w_bar} pixels; raise max_pixels (size['longest_edge'])"
+            f"{h_bar}x{w_bar}, needs {counted * h_bar * w_bar} pixels; raise max_pixels (size['longest_edge'])"
         )
     return h_bar, w_bar
 

@@ -31,6 +31,7 @@ from descore.video_processing import (
     smart_resize,
     temporal_patch_timestamps,
 )
+from toyworld.tiny_models import video_processor_settings
 
 GOLDENS = Path(__file__).resolve().parents[1] / "fixtures" / "processor_goldens"
 HAS_TORCHVISION = importlib.util.find_spec("torchvision") is not None
@@ -185,7 +186,16 @@ def _official_breaks_budget(
         height, width = int(height * scale), int(width * scale)
     t_bar = frames if num_frames is None else round(num_frames / 2) * 2
     rounded = t_bar * round(height / factor) * factor * round(width / factor) * factor
-    return not low <= rounded <= high and frames * official[0] * official[1] > high
+    return not low <= rounded <= high and min(frames, t_bar) * official[0] * official[1] > high
+
+
+def test_a_per_frame_budget_holds_for_odd_frame_counts() -> None:
+    # 9 frames round to 8 in Qwen3-VL's comparisons: a per-frame budget of exactly 128x128 is met, not refused
+    processor = QwenVideoProcessor.from_dict(video_processor_settings("qwen3_vl", "tiny"))
+    for frames in (8, 9):
+        videos = [torch.rand(frames, 3, 48, 48)]
+        out = processor(videos, min_pixels=128 * 128, max_pixels=128 * 128, per_frame=True)
+        assert out["video_grid_thw"].tolist() == [[frames // 2 + frames % 2, 8, 8]]
 
 
 def test_smart_resize_known_values() -> None:
