@@ -151,7 +151,8 @@ def smart_resize(
         w_bar = math.ceil(width * beta / factor) * factor
     else:
         return h_bar, w_bar
-    # The official comparisons count t_bar frames, its scaling counts all frames: the budget is met under either.
+    # The official comparisons count t_bar frames and its scaling all frames: a size that meets the budget under
+    # at least one of the two counts is accepted (as before for even counts; 9 frames count as 8, like the comparison).
     counted = min(frames, t_bar)
     if counted * h_bar * w_bar > max_pixels:
         raise PreprocessingError(

@@ -455,18 +455,25 @@ class RecipeTrainer:
         return 0
 
 
-def _cast_frozen_weights(pipe: DiffusionPipeline, dtype: torch.dtype) -> None:
-    """Cast the pipeline's floating-point weights to ``dtype`` (mixed precision), keeping in fp32 the modules a
-    diffusers model lists in ``_keep_in_fp32_modules`` (norms, embeddings), as ``from_pretrained(torch_dtype=)``
-    does."""
-    for module in pipe.components.values():
-        if not isinstance(module, torch.nn.Module):
+def cast_as_loaded(module: torch.nn.Module, dtype: torch.dtype) -> torch.nn.Module:
+    """Floating weights in ``dtype``, except the modules a diffusers model lists in ``_keep_in_fp32_modules`` (norms,
+    embeddings), which stay in (at least) fp32, as ``from_pretrained(torch_dtype=dtype)`` leaves them."""
+    keep = set(getattr(module, "_keep_in_fp32_modules", None) or [])
+    for name, tensor in [*module.named_parameters(), *module.named_buffers()]:
+        if not tensor.is_floating_point():
             continue
-        keep = set(getattr(module, "_keep_in_fp32_modules", None) or [])
-        tensors = [*module.named_parameters(), *module.named_buffers()]
-        for name, tensor in tensors:
-            if tensor.is_floating_point() and not keep.intersection(name.split(".")):
-                tensor.data = tensor.data.to(dtype)
+        if not keep.intersection(name.split(".")):
+            tensor.data = tensor.data.to(dtype)
+        elif tensor.dtype in (torch.float16, torch.bfloat16):
+            tensor.data = tensor.data.float()
+    return module
+
+
+def _cast_frozen_weights(pipe: DiffusionPipeline, dtype: torch.dtype) -> None:
+    """Cast the pipeline's floating-point weights to ``dtype`` for mixed precision (see :func:`cast_as_loaded`)."""
+    for module in pipe.components.values():
+        if isinstance(module, torch.nn.Module):
+            cast_as_loaded(module, dtype)
 
 
 def _accelerator(**kwargs: Any) -> Accelerator:

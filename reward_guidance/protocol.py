@@ -243,6 +243,12 @@ class CallableReward(RewardFunction):
     def name(self) -> str:
         return self._name
 
+    def to(self, device: torch.device | str) -> CallableReward:
+        """Move the wrapped function when it is a module (e.g. a learned reward); plain functions stay as they are."""
+        if isinstance(self.fn, torch.nn.Module):
+            self.fn.to(device)
+        return self
+
     def score_batch(self, videos: torch.Tensor, prompts: list[str], fps: float | None) -> torch.Tensor:
         if self._takes_fps:
             return self.fn(videos, prompts, fps=fps)

@@ -307,7 +307,7 @@ def _sharpness(frames: np.ndarray, side: int, noise: float) -> float | None:
     return float(np.median(steepest[edges] / contrast[edges]))
 
 
-def _level(value: float, levels: tuple[float, float], higher_is_worse: bool = True) -> int:
+def grade(value: float, levels: tuple[float, float], higher_is_worse: bool = True) -> int:
     """2, 1 or 0 by which side of the (minor, failure) thresholds a measurement falls."""
     if higher_is_worse:
         return 2 if value < levels[0] else 1 if value < levels[1] else 0
@@ -720,7 +720,7 @@ def score(
     ):
         if value is None:
             continue
-        level = _level(value, levels, worse)
+        level = grade(value, levels, worse)
         if level < 2:
             lower("style", level, f"{'strong' if level == 0 else 'mild'} {name}")
     return scores, findings

@@ -269,8 +269,8 @@ def train_toy_descore(
                 out / "vision",
                 TOY_SAMPLING,
                 WORLD,
-                VisionPretrainingConfig(seed=recipe.seed, **recipe.vision_pretraining),
-                generated=measured_clips(on_policy) if on_policy else None,
+                VisionPretrainingConfig(**{"seed": recipe.seed, **recipe.vision_pretraining}),
+                generated=measured_clips(on_policy, progress=progress) if on_policy else None,
                 progress=progress,
             )
     common = {

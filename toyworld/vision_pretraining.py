@@ -7,7 +7,8 @@ as real vision towers are pretrained before a VLM is assembled. A linear read-ou
 language model receives) predicts, per object colour, whether an object of that colour is visible, its shape, size,
 motion, and whether it is split, fragmenting or jittering; and for the clip its background, texture, camera motion,
 shake and the flicker, blur and noise levels. The read-out is discarded; the backbone is saved with the trained tower
-and merger, a drop-in replacement of the folder it was loaded from.
+blocks and final merger (DeepStack mergers, which the read-out does not use, stay as loaded), a drop-in replacement
+of the folder it was loaded from.
 
 Optionally a share of each batch comes from a generator's own samples labelled by :func:`toyworld.analyzer.measure`
 (what the analyzer reads from the pixels), so the tower also sees the generator's artefacts.
@@ -28,11 +29,20 @@ import torch
 from tqdm.auto import tqdm
 
 from descore.config import SamplingConfig
-from descore.errors import ConfigError
+from descore.errors import ConfigError, VideoError
 from descore.modeling import load_backbone
 from descore.processing import QwenVLProcessor
 from descore.video_io import load_video, read_video
-from toyworld.analyzer import FLICKER_LEVELS, JITTER_RESIDUAL, SHAKE_RESIDUAL, SHARPNESS_LEVELS, measure
+from toyworld.analyzer import (
+    FLICKER_LEVELS,
+    FRAGMENTS_PER_FRAME,
+    JITTER_RESIDUAL,
+    NOISE_LEVELS,
+    SHAKE_RESIDUAL,
+    SHARPNESS_LEVELS,
+    grade,
+    measure,
+)
 from toyworld.defects import STYLE_STRENGTH, apply_defects, sample_defects
 from toyworld.render import render
 from toyworld.scene import (
@@ -100,6 +110,8 @@ class VisionPretrainingConfig:
             raise ConfigError(f"steps and batch_size must be >= 1, got {self.steps} and {self.batch_size}")
         if not 0.0 <= self.generated_fraction < 1.0:
             raise ConfigError(f"generated_fraction must be in [0, 1), got {self.generated_fraction}")
+        if self.eval_clips < 1:
+            raise ConfigError(f"eval_clips must be >= 1, got {self.eval_clips}")
 
 
 def _encode(labels: Mapping[str, str | None]) -> dict[str, int]:
@@ -154,10 +166,7 @@ def measured_attributes(video: Any) -> dict[str, int]:
     found, objects = measure(video)
 
     def level(value: float | None, levels: tuple[float, float], higher_is_worse: bool = True) -> str:
-        if value is None:
-            return "none"
-        sign = 1 if higher_is_worse else -1
-        return LEVELS[int(sign * value >= sign * levels[0]) + int(sign * value >= sign * levels[1])]
+        return "none" if value is None else LEVELS[2 - grade(value, levels, higher_is_worse)]
 
     labels: dict[str, str | None] = {
         "background": found["background"],
@@ -166,7 +175,7 @@ def measured_attributes(video: Any) -> dict[str, int]:
         "shake": "yes" if found["shake"] >= SHAKE_RESIDUAL else "no",
         "flicker": level(found["flicker"], FLICKER_LEVELS),
         "blur": level(found["sharpness"], SHARPNESS_LEVELS, higher_is_worse=False),
-        "noise": None,  # the analyzer's noise estimate is not graded like the renderer's noise levels
+        "noise": level(found["noise"], NOISE_LEVELS),
     }
     seen = {obj.color: obj for obj in objects}
     for color in OBJECT_COLORS:
@@ -179,16 +188,28 @@ def measured_attributes(video: Any) -> dict[str, int]:
                     f"{color}:size": obj.size,
                     f"{color}:motion": obj.motion if obj.motion in MOTIONS else None,
                     f"{color}:split": "yes" if obj.split else "no",
-                    f"{color}:fragments": "yes" if obj.fragments >= 0.5 else "no",
+                    f"{color}:fragments": "yes" if obj.fragments >= FRAGMENTS_PER_FRAME else "no",
                     f"{color}:jitter": "yes" if obj.jitter >= JITTER_RESIDUAL else "no",
                 }
             )
     return _encode(labels)
 
 
-def measured_clips(paths: Sequence[str | Path]) -> tuple[torch.Tensor, list[dict[str, int]]]:
+def measured_clips(
+    paths: Sequence[str | Path], progress: bool = False
+) -> tuple[torch.Tensor, list[dict[str, int]]]:
     """Frames (N, F, 3, H, W) of toy video files (all of one size) and their :func:`measured_attributes`."""
-    frames = [read_video(path).frames for path in paths]
+    frames: list[torch.Tensor] = []
+    for path in tqdm(paths, desc="measuring clips", disable=not progress):
+        clip = read_video(path).frames
+        if frames and clip.shape != frames[0].shape:
+            raise VideoError(
+                f"{path}: {tuple(clip.shape)} frames, but the first clip ({paths[0]}) has {tuple(frames[0].shape)}; "
+                "all clips must have the same frame count and size"
+            )
+        frames.append(clip)
+    if not frames:
+        raise ConfigError("measured_clips needs at least one video file")
     return torch.stack(frames), [measured_attributes(f) for f in frames]
 
 
@@ -253,8 +274,16 @@ def pretrain_vision_tower(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"{out}: folder is not empty")
-    if generated is not None and len(generated[0]) != len(generated[1]):
-        raise ConfigError(f"generated: {len(generated[0])} videos but {len(generated[1])} label sets")
+    if generated is not None:
+        clips, clip_labels = generated
+        expected = (world.num_frames, 3, world.height, world.width)
+        if clips.ndim != 5 or len(clips) == 0 or tuple(clips.shape[1:]) != expected:
+            raise ConfigError(
+                f"generated: frames of shape {tuple(clips.shape)}, expected (N >= 1, {', '.join(map(str, expected))}) "
+                "(clips of the world being rendered)"
+            )
+        if len(clips) != len(clip_labels):
+            raise ConfigError(f"generated: {len(clips)} videos but {len(clip_labels)} label sets")
     backbone = load_backbone(base_dir)
     processor = QwenVLProcessor.from_pretrained(base_dir)
 
@@ -275,9 +304,12 @@ def pretrain_vision_tower(
     eval_pixels, eval_grid = pixels(eval_frames)
     eval_targets = _label_tensors(eval_labels)
     tokens = int(eval_grid[0].prod()) // processor.video_processor.merge_size**2
+    dtype = next(backbone.model.visual.parameters()).dtype
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = _Readout(backbone.model.visual, tokens).float()
+        model = _Readout(
+            backbone.model.visual, tokens
+        ).float()  # trained in fp32, saved in the checkpoint's dtype
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -312,6 +344,7 @@ def pretrain_vision_tower(
         losses.append(loss.item())
     after = evaluate()
     logger.info("vision pretraining: held-out read-out accuracy %s -> %s", before, after)
+    backbone.model.visual.to(dtype)
     backbone.eval()
     out.mkdir(parents=True, exist_ok=True)
     for item in Path(base_dir).iterdir():

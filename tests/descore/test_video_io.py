@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import subprocess
+import sys
 from fractions import Fraction
 from pathlib import Path
 
@@ -550,3 +552,12 @@ def test_bad_arguments(coded_videos: dict[str, Path]) -> None:
     with pytest.raises(VideoError, match=r"Video\.frames"):
         Video(frames=torch.zeros(2, 4, 8, 8), timestamps=torch.zeros(2))
     assert math.isnan(float(to_video(coded_frames(2)).timestamps[0]))
+
+
+def test_scoring_in_memory_frames_does_not_import_pyav():
+    code = (
+        "import sys\n"
+        "import descore.scoring, reward_guidance.protocol, pipelines\n"
+        "assert 'av' not in sys.modules, 'PyAV was imported'\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)

@@ -146,3 +146,6 @@ def test_to_moves_every_descore_inside_a_reward_and_leaves_callables_alone():
     assert first.model.device.type == "meta" and second.model.device.type == "meta"
     plain = CallableReward(brightness)
     assert plain.to("meta") is plain
+    learned = CallableReward(torch.nn.Linear(3, 1))
+    learned.to("meta")
+    assert learned.fn.weight.device.type == "meta"

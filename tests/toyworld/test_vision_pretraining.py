@@ -9,8 +9,9 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from descore.errors import ConfigError
+from descore.errors import ConfigError, VideoError
 from descore.modeling import load_backbone
+from descore.video_io import write_video
 from toyworld.defects import Defect, apply_defects
 from toyworld.generator import WORLD
 from toyworld.render import render
@@ -21,6 +22,7 @@ from toyworld.vision_pretraining import (
     IGNORE,
     VisionPretrainingConfig,
     measured_attributes,
+    measured_clips,
     pretrain_vision_tower,
     render_batch,
     scene_attributes,
@@ -56,9 +58,17 @@ def test_measured_attributes_agree_with_the_truth_on_a_clean_render():
     scene = one_scene()
     truth = scene_attributes(scene)
     measured = measured_attributes(torch.from_numpy(render([scene], WORLD)[0]))
-    for name in ("background", "texture", "red:present", "red:shape", "red:motion", "blue:present"):
+    for name in (
+        "background",
+        "texture",
+        "red:present",
+        "red:shape",
+        "red:motion",
+        "blue:present",
+        "noise",
+        "flicker",
+    ):
         assert measured[name] == truth[name], name
-    assert measured["noise"] == IGNORE
 
 
 def test_render_batch_is_seeded():
@@ -87,8 +97,18 @@ def test_pretraining_trains_the_tower_only_and_writes_a_strict_checkpoint(tmp_pa
         pretrain_vision_tower(base, out, SAMPLING, WORLD, config, progress=False)
 
 
-def test_bad_settings():
+def test_bad_settings_and_inputs(tmp_path):
     with pytest.raises(ConfigError, match="generated_fraction"):
         VisionPretrainingConfig(generated_fraction=1.0)
     with pytest.raises(ConfigError, match="steps"):
         VisionPretrainingConfig(steps=0)
+    with pytest.raises(ConfigError, match="eval_clips"):
+        VisionPretrainingConfig(eval_clips=0)
+    base = save_qwen_vl(tmp_path / "base", "qwen3_vl", "tiny")
+    wrong = (torch.rand(2, 5, 3, 32, 32), [{}, {}])
+    with pytest.raises(ConfigError, match="generated: frames of shape"):
+        pretrain_vision_tower(base, tmp_path / "out", SAMPLING, WORLD, generated=wrong, progress=False)
+    small = write_video(torch.rand(9, 3, 32, 32), tmp_path / "small.mp4", fps=8.0)
+    large = write_video(torch.rand(9, 3, 48, 48), tmp_path / "large.mp4", fps=8.0)
+    with pytest.raises(VideoError, match="large.mp4"):
+        measured_clips([small, large])
