@@ -175,8 +175,15 @@ def bench_updates(updates: int, allow_untrained: bool) -> list[dict[str, Any]]:
 
 
 # ------------------------------------------------------------------------------------------------ 3. toy-world curves
-def toy_settings(recipe: str, lr: float) -> dict[str, Any]:
-    """Recipe settings of the toy-world runs (also used by tests/recipes/test_toy_world.py)."""
+#: Learning rates of the toy-world runs, tuned on the shipped toy generator with the analyzer as the reward
+#: (docs/recipes.md): GRPO's averaged log-probabilities need a larger step than the regression losses.
+TOY_LEARNING_RATES = {"grpo": 3e-2, "dpo": 1e-3, "rwr": 1e-2}
+
+
+def toy_settings(recipe: str, lr: float | None = None) -> dict[str, Any]:
+    """Recipe settings of the toy-world runs (also used by tests/recipes/test_toy_world.py); ``lr`` None takes the
+    recipe's :data:`TOY_LEARNING_RATES` entry."""
+    lr = TOY_LEARNING_RATES[recipe] if lr is None else lr
     return {
         # Flow-GRPO's log-probabilities are averaged over every latent element: on a model this small the gradients
         # (~1e-7) fall under AdamW's default epsilon, which would then scale the steps down.
@@ -202,7 +209,7 @@ def true_quality(pipe, reward: RewardFunction, prompts: list[str], seeds: list[i
 
 
 def bench_toy(updates: int, eval_every: int, descore: str | None, descore_mode: str, train_prompts: int,
-              eval_seeds: int, allow_untrained: bool, recipes: list[str], lr: float) -> list[dict[str, Any]]:
+              eval_seeds: int, allow_untrained: bool, recipes: list[str], lr: float | None) -> list[dict[str, Any]]:
     if toy_pipeline(allow_untrained) is None:
         print("toy world: the toy generator checkpoint is missing (train it with `descore toy train-generator`, "
               "or pass --allow-untrained)")
@@ -259,7 +266,8 @@ def main() -> None:
     parser.add_argument("--train-prompts", type=int, default=8, help="toy-world training prompts")
     parser.add_argument("--eval-seeds", type=int, default=3, help="fresh samples per prompt in the evaluations")
     parser.add_argument("--recipes", nargs="+", default=["grpo", "dpo", "rwr"], choices=["grpo", "dpo", "rwr"])
-    parser.add_argument("--lr", type=float, default=3e-3, help="learning rate of the toy-world runs")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="learning rate of the toy-world runs (default: per recipe, TOY_LEARNING_RATES)")
     parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
     parser.add_argument("--descore-mode", default="think", choices=["think", "think_free", "cascade"],
                         help="how the DeScore reward scores (default think)")

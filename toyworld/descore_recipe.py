@@ -77,14 +77,14 @@ class ToyDeScoreRecipe:
     """Pairs over all splits (three videos per prompt, so about one video per pair)."""
     videos_per_prompt: int = 3
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    generated_prompts: int = 300
+    generated_prompts: int = 500
     """Prompts whose toy-generator samples, labelled by the analyzer, join the data (on-policy pairs: what the
     checkpoint will judge in best-of-N and the recipes); 0 trains on rendered videos only."""
     generated_videos_per_prompt: int = 4
     generator: str | None = None
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     backbone_size: str = "toy"
-    vision_pretraining: dict[str, Any] | None = None
+    vision_pretraining: dict[str, Any] | None = field(default_factory=lambda: {"steps": 1500})
     """Settings (:class:`~toyworld.vision_pretraining.VisionPretrainingConfig` fields) of a phase that pretrains the
     backbone's vision tower on rendered clips, and on the on-policy samples' analyzer measurements, before the CoT
     SFT; None skips it."""
@@ -137,6 +137,7 @@ class ToyDeScoreRecipe:
         recipe = cls(
             pairs=24, split_fractions=(0.5, 0.25, 0.25), generated_prompts=3, generated_videos_per_prompt=2
         )
+        recipe.vision_pretraining = {"steps": 2, "batch_size": 4, "eval_clips": 4}
         recipe.sft["max_steps"] = 2
         recipe.stage1["max_steps"] = 2
         recipe.stage2.update(max_steps=1, max_new_tokens=16, group_size=2, pairs_per_step=2, mini_batches=1)

@@ -102,12 +102,12 @@ def test_shipped_generator_follows_prompts_far_better_than_random_init(shipped):
     seeds = list(range(100, 116))
     trained = evaluate_generator(shipped, prompts, seeds)
     random_init = evaluate_generator(build_toy_generator(seed=0), prompts, seeds)
-    assert trained.num_videos == 16 and trained.seconds_per_video < 1.0
-    for key, margin in (("colour", 0.4), ("background", 0.4)):
+    assert trained.num_videos == 16 and trained.seconds_per_video < 2.0
+    for key, margin in (("colour", 0.4), ("background", 0.4), ("intact", 0.4)):
         assert trained.agreement[key] >= random_init.agreement[key] + margin, key
         # Agreement with its own prompt, not just with any toy video: well above the shuffled-prompt baseline.
         assert trained.agreement[key] >= trained.chance[key] + 0.25, key
-    assert trained.agreement["overall"] >= random_init.agreement["overall"] + 0.25
+    assert trained.agreement["overall"] >= random_init.agreement["overall"] + 0.15
 
 
 def test_smoke_training_writes_a_loadable_pipeline_and_is_deterministic(tmp_path):
