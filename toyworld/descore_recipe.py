@@ -418,7 +418,7 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         help="train the toy DeScore checkpoint (SFT, stage 1, stage 2) and its discriminative baseline",
         description="Build a toy dataset, teach the tiny toy backbone the judge's CoT, run stage 1 and stage 2, "
         "train the discriminative baseline on the same pairs and evaluate both in-domain and out-of-domain. "
-        f"About 45 minutes on one CPU thread. The shipped checkpoint ({SHIPPED_CHECKPOINT}) is "
+        f"About 70 minutes on one CPU thread. The shipped checkpoint ({SHIPPED_CHECKPOINT}) is "
         "`--export toyworld/checkpoints/toy_descore` of the default run.",
     )
     p.add_argument("--out", required=True, help="new or empty folder for data, runs, configs and report.json")
