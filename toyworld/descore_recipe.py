@@ -77,14 +77,14 @@ class ToyDeScoreRecipe:
     """Pairs over all splits (three videos per prompt, so about one video per pair)."""
     videos_per_prompt: int = 3
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    generated_prompts: int = 500
+    generated_prompts: int = 300
     """Prompts whose toy-generator samples, labelled by the analyzer, join the data (on-policy pairs: what the
     checkpoint will judge in best-of-N and the recipes); 0 trains on rendered videos only."""
     generated_videos_per_prompt: int = 4
     generator: str | None = None
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     backbone_size: str = "toy"
-    vision_pretraining: dict[str, Any] | None = field(default_factory=lambda: {"steps": 1500})
+    vision_pretraining: dict[str, Any] | None = None
     """Settings (:class:`~toyworld.vision_pretraining.VisionPretrainingConfig` fields) of a phase that pretrains the
     backbone's vision tower on rendered clips, and on the on-policy samples' analyzer measurements, before the CoT
     SFT; None skips it."""
@@ -137,7 +137,6 @@ class ToyDeScoreRecipe:
         recipe = cls(
             pairs=24, split_fractions=(0.5, 0.25, 0.25), generated_prompts=3, generated_videos_per_prompt=2
         )
-        recipe.vision_pretraining = {"steps": 2, "batch_size": 4, "eval_clips": 4}
         recipe.sft["max_steps"] = 2
         recipe.stage1["max_steps"] = 2
         recipe.stage2.update(max_steps=1, max_new_tokens=16, group_size=2, pairs_per_step=2, mini_batches=1)
@@ -418,7 +417,7 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         help="train the toy DeScore checkpoint (SFT, stage 1, stage 2) and its discriminative baseline",
         description="Build a toy dataset, teach the tiny toy backbone the judge's CoT, run stage 1 and stage 2, "
         "train the discriminative baseline on the same pairs and evaluate both in-domain and out-of-domain. "
-        f"About 70 minutes on one CPU thread. The shipped checkpoint ({SHIPPED_CHECKPOINT}) is "
+        f"About 45 minutes on one CPU thread. The shipped checkpoint ({SHIPPED_CHECKPOINT}) is "
         "`--export toyworld/checkpoints/toy_descore` of the default run.",
     )
     p.add_argument("--out", required=True, help="new or empty folder for data, runs, configs and report.json")
