@@ -176,7 +176,7 @@ def bench_updates(updates: int, allow_untrained: bool) -> list[dict[str, Any]]:
 
 # ------------------------------------------------------------------------------------------------ 3. toy-world curves
 #: Learning rates of the toy-world runs, tuned on the shipped toy generator with the analyzer as the reward
-#: (docs/recipes.md): GRPO's averaged log-probabilities need a larger step than the regression losses.
+#: (docs/recipes.md); DPO takes the smaller step because its loss is scaled by beta.
 TOY_LEARNING_RATES = {"grpo": 3e-2, "dpo": 3e-3, "rwr": 3e-2}
 
 

@@ -307,9 +307,8 @@ def pretrain_vision_tower(
     dtype = next(backbone.model.visual.parameters()).dtype
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = _Readout(
-            backbone.model.visual, tokens
-        ).float()  # trained in fp32, saved in the checkpoint's dtype
+        # trained in fp32, saved in the checkpoint's dtype
+        model = _Readout(backbone.model.visual, tokens).float()
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
     )
@@ -322,7 +321,6 @@ def pretrain_vision_tower(
         return result
 
     before = evaluate()
-    model.train()
     num_generated = round(config.batch_size * config.generated_fraction) if generated is not None else 0
     losses = []
     for _ in tqdm(range(config.steps), desc="vision pretraining", disable=not progress):
