@@ -966,7 +966,7 @@ def _rgb_frames(arrays: np.ndarray) -> Iterator[av.VideoFrame]:
         yield frame
 
 
-def _write_yuv(
+def _write_encoded(
     arrays: np.ndarray,
     path: Path,
     fps: float,
@@ -975,7 +975,8 @@ def _write_yuv(
     keyframe_interval: int,
     options: Mapping[str, str],
 ) -> None:
-    """H.264 (mp4, mov, mkv) or VP9 (webm), yuv420p, no B-frames, a keyframe every ``keyframe_interval`` frames."""
+    """H.264 (mp4, mov, mkv) or VP9 (webm) in yuv420p, or lossless H.264 in RGB (``libx264rgb``, crf 0); no B-frames,
+    a keyframe every ``keyframe_interval`` frames."""
     import av
     height, width = arrays.shape[1:3]
     container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
@@ -986,10 +987,10 @@ def _write_yuv(
             container.metadata["comment"] = f"descore:size={width}x{height}"
         stream = container.add_stream(codec, rate=_rate(fps))
         stream.width, stream.height = arrays.shape[2], arrays.shape[1]
-        stream.pix_fmt = "yuv420p"
+        stream.pix_fmt = "rgb24" if codec == "libx264rgb" else "yuv420p"
         stream.codec_context.gop_size = keyframe_interval
         stream.codec_context.max_b_frames = 0
-        if codec == "libx264":
+        if codec in ("libx264", "libx264rgb"):
             base = {"crf": str(crf), "preset": "medium"}
         else:  # VP9 in constant-quality mode, no hidden alt-ref frames
             base = {
@@ -1045,7 +1046,8 @@ def _write_gif(arrays: np.ndarray, path: Path, fps: float) -> None:
 
 
 _WRITERS = {".mp4": "libx264", ".mov": "libx264", ".mkv": "libx264", ".webm": "libvpx-vp9", ".gif": "gif"}
-_DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 30}
+_DEFAULT_CRF = {"libx264": 18, "libvpx-vp9": 30, "libx264rgb": 0}
+_LOSSLESS = tuple(suffix for suffix, codec in _WRITERS.items() if codec == "libx264")
 
 
 def write_video(
@@ -1056,6 +1058,7 @@ def write_video(
     crf: int | None = None,
     keyframe_interval: int | None = None,
     options: Mapping[str, str] | None = None,
+    lossless: bool = False,
 ) -> Path:
     """Write frames (any input :func:`to_video` accepts, or a :class:`Video`) to mp4/mov/mkv, webm or gif.
 
@@ -1064,7 +1067,9 @@ def write_video(
     webm: VP9 (``crf`` default 30). Both put a keyframe every ``keyframe_interval`` frames (default
     ``KEYFRAME_SECONDS`` of video, at least 1 frame) so that sparse sampling can seek; ``options`` are extra encoder
     options (e.g. ``{"preset": "veryfast"}``). gif: 256 colours per frame, delays in hundredths of a second (``crf``,
-    ``keyframe_interval`` and ``options`` do not apply). The file appears only once complete.
+    ``keyframe_interval`` and ``options`` do not apply). ``lossless`` (mp4/mov/mkv only): RGB H.264 at crf 0
+    (``libx264rgb``), so :func:`read_video` returns exactly the 8-bit frames written (several times larger files; for
+    data whose labels were measured on the raw frames). The file appears only once complete.
     """
     import av
     path = Path(path)
@@ -1075,6 +1080,12 @@ def write_video(
         raise ConfigError(
             f"{path}: cannot write {path.suffix or 'files without extension'!r}; use {sorted(_WRITERS)}"
         )
+    if lossless:
+        if codec != "libx264":
+            raise ConfigError(f"{path}: lossless writing is available for {sorted(_LOSSLESS)}, not {path.suffix!r}")
+        if crf not in (None, 0):
+            raise ConfigError(f"{path}: lossless writing uses crf 0; got crf={crf}")
+        codec = "libx264rgb"
     if codec == "gif" and fps > 100:
         raise ConfigError(f"{path}: GIF cannot store more than 100 frames per second, got fps={fps}")
     video = frames if isinstance(frames, Video) else to_video(frames, name=f"frames for {path}")
@@ -1089,7 +1100,7 @@ def write_video(
             _write_gif(arrays, partial, fps)
         else:
             crf_value = _DEFAULT_CRF[codec] if crf is None else crf
-            _write_yuv(arrays, partial, fps, codec, crf_value, interval, dict(options or {}))
+            _write_encoded(arrays, partial, fps, codec, crf_value, interval, dict(options or {}))
         os.replace(partial, path)
     except (av.FFmpegError, OSError) as err:
         partial.unlink(missing_ok=True)

@@ -266,6 +266,17 @@ def test_round_trip(tmp_path: Path, ext: str, height: int, width: int, fps: floa
     assert not list(tmp_path.glob(".*partial*")), "the temporary file must be gone"
 
 
+@pytest.mark.parametrize(("ext", "height", "width"), [("mp4", 31, 45), ("mkv", 48, 48), ("mov", 16, 24)])
+def test_lossless_round_trip_is_exact(tmp_path: Path, ext: str, height: int, width: int) -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (9, height, width, 3), dtype=np.uint8)  # worst case
+    path = write_video(frames, tmp_path / f"clip.{ext}", fps=8.0, lossless=True)
+    video = read_video(path)
+    assert video.source_fps == pytest.approx(8.0)
+    assert np.array_equal((video.frames * 255).round().byte().permute(0, 2, 3, 1).numpy(), frames)
+    with av.open(str(path)) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "gbrp"  # RGB planes, no chroma subsampling
+
+
 def test_write_accepts_every_in_memory_format(tmp_path: Path) -> None:
     frames = smooth_frames(6, 16, 24)
     float_tchw = torch.from_numpy(frames).permute(0, 3, 1, 2).float() / 255
@@ -290,6 +301,10 @@ def test_write_errors(tmp_path: Path) -> None:
         write_video(frames, tmp_path / "clip.mp4", fps=0)
     with pytest.raises(ConfigError, match="100 frames per second"):
         write_video(frames, tmp_path / "clip.gif", fps=120)
+    with pytest.raises(ConfigError, match=r"lossless writing is available for \['.mkv', '.mov', '.mp4'\], not '.webm'"):
+        write_video(frames, tmp_path / "clip.webm", fps=8, lossless=True)
+    with pytest.raises(ConfigError, match="lossless writing uses crf 0; got crf=18"):
+        write_video(frames, tmp_path / "clip.mp4", fps=8, lossless=True, crf=18)
     with pytest.raises(VideoError, match=r"frames for .*clip\.mp4.*\[-1, 1\]"):
         write_video(torch.full((3, 3, 16, 16), -0.5), tmp_path / "clip.mp4", fps=8)
     assert not list(tmp_path.iterdir())
