@@ -1082,7 +1082,9 @@ def write_video(
         )
     if lossless:
         if codec != "libx264":
-            raise ConfigError(f"{path}: lossless writing is available for {sorted(_LOSSLESS)}, not {path.suffix!r}")
+            raise ConfigError(
+                f"{path}: lossless writing is available for {sorted(_LOSSLESS)}, not {path.suffix!r}"
+            )
         if crf not in (None, 0):
             raise ConfigError(f"{path}: lossless writing uses crf 0; got crf={crf}")
         codec = "libx264rgb"
