@@ -361,14 +361,15 @@ def build_generated_dataset(
     test_fraction: float = 0.2,
     batch_size: int = 8,
     model_name: str = "toy-generator",
+    lossless: bool = True,
     progress: bool = True,
 ) -> DatasetSummary:
     """Preference pairs of a generator's own samples, labelled by the analyzer (on-policy data for a reward model).
 
     For each prompt, ``videos_per_prompt`` samples of ``pipe(prompt, **call)`` (seed ``seed * 10**6 + index``) are
-    written losslessly to ``videos/generated/<split>/`` (labels and reward model then read the frames that best-of-N
-    and the recipes score, not a lossy copy, on which the analyzer's verdict keeps only 0.76 correlation) and
-    measured by :func:`toyworld.analyzer.analyze`; the sub-scores label every pair among them and a brief CoT is
+    written to ``videos/generated/<split>/``, losslessly unless ``lossless`` is False (labels and reward model then
+    read the frames that best-of-N and the recipes score, not an H.264 copy, on which the analyzer's verdict keeps
+    only 0.76 correlation), and measured by :func:`toyworld.analyzer.analyze`; the sub-scores label every pair among them and a brief CoT is
     written from the analyzer's findings (:func:`toyworld.annotator.annotate_analysis`). Pair files
     ``generated_<split>.csv`` have the columns of :func:`build_dataset`, so both datasets can share one folder and be
     concatenated. The last ``test_fraction`` of the prompts form the test split.
@@ -400,7 +401,7 @@ def build_generated_dataset(
             ).frames
         for (p, k), video_seed, video in zip(batch, seeds, frames.float().clamp(0, 1)):
             path = f"videos/generated/{split_of[p]}/{p:05d}_{k}.mp4"
-            write_video(video, out / path, fps=fps, options=ENCODER_OPTIONS, lossless=True)
+            write_video(video, out / path, fps=fps, options=ENCODER_OPTIONS, lossless=lossless)
             analysis = analyze(out / path, prompts[p])
             rng = np.random.default_rng([seed, p, k])
             records.append(

@@ -83,6 +83,9 @@ class ToyDeScoreRecipe:
     generated_videos_per_prompt: int = 4
     generator: str | None = None
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
+    generated_lossless: bool = True
+    """Store the on-policy samples losslessly, so their analyzer labels hold for the frames best-of-N scores (the
+    shipped checkpoint was trained on H.264 copies: False)."""
     backbone_size: str = "toy"
     vision_pretraining: dict[str, Any] | None = None
     """Settings (:class:`~toyworld.vision_pretraining.VisionPretrainingConfig` fields) of a phase that pretrains the
@@ -252,6 +255,7 @@ def train_toy_descore(
                 call=TOY_GENERATOR_CALL,
                 fps=float(WORLD.fps),
                 videos_per_prompt=recipe.generated_videos_per_prompt,
+                lossless=recipe.generated_lossless,
                 progress=progress,
             )
             train_file = concatenate_pair_files(
@@ -401,9 +405,17 @@ def format_report(report: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def _run(args: argparse.Namespace) -> int:
+def recipe_from_args(args: argparse.Namespace) -> ToyDeScoreRecipe:
+    """The recipe ``descore toy train-descore`` runs for its parsed arguments."""
     recipe = ToyDeScoreRecipe.quick() if args.quick else ToyDeScoreRecipe()
     recipe.seed = args.seed
+    recipe.generator = args.generator
+    recipe.generated_lossless = not args.lossy_generated
+    return recipe
+
+
+def _run(args: argparse.Namespace) -> int:
+    recipe = recipe_from_args(args)
     report = train_toy_descore(args.out, recipe, export_to=args.export, progress=not args.quiet)
     print(format_report(report))
     print(f"report written to {Path(args.out) / 'report.json'}")
@@ -422,6 +434,14 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--out", required=True, help="new or empty folder for data, runs, configs and report.json")
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset and of every training phase")
+    p.add_argument(
+        "--generator", default=None, help="toy generator checkpoint for the on-policy samples (default: the shipped one)"
+    )
+    p.add_argument(
+        "--lossy-generated",
+        action="store_true",
+        help="store the on-policy samples as H.264 copies, as when the shipped checkpoint was trained",
+    )
     p.add_argument("--export", default=None, help="copy the final checkpoint (with report.json) here")
     p.add_argument("--quick", action="store_true", help="a few steps of everything (checks the recipe runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -439,5 +459,6 @@ __all__ = [
     "evaluate_toy",
     "export_checkpoint",
     "format_report",
+    "recipe_from_args",
     "train_toy_descore",
 ]

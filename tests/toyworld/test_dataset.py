@@ -185,8 +185,10 @@ def test_generated_pairs_are_labelled_by_the_analyzer(generated):
         assert pair.labels["Overall"] == {"A": 1, "B": -1, "same": 0}[expected]
 
 
-def test_generated_videos_are_stored_losslessly(tmp_path):
-    """The stored sample is the pipeline's output to the grey level, so its labels hold for the raw frames too."""
+@pytest.mark.parametrize("lossless", [True, False])
+def test_generated_videos_are_stored_losslessly(tmp_path, lossless):
+    """The stored sample is the pipeline's output to the grey level, so its labels hold for the raw frames too
+    (``lossless=False``: an H.264 copy, which does not)."""
     from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator
 
     pipe = load_toy_generator()
@@ -194,14 +196,14 @@ def test_generated_videos_are_stored_losslessly(tmp_path):
     call = {**TOY_GENERATOR_CALL, "num_inference_steps": 2}
     prompt = "a small red circle moving left in front of a plain navy background"
     build_generated_dataset(tmp_path, pipe, [prompt], 3, call=call, fps=float(WORLD.fps), test_fraction=0.0,
-                            videos_per_prompt=2, progress=False)
+                            videos_per_prompt=2, lossless=lossless, progress=False)
     records = [json.loads(line) for line in (tmp_path / "generated_videos.jsonl").read_text().splitlines()]
     generators = [torch.Generator().manual_seed(r["seed"]) for r in records]
     with torch.no_grad():  # the same batch as the dataset's, so the same numerics
         raw = pipe([prompt] * 2, **call, generator=generators, output_type="pt").frames.float().clamp(0, 1)
     for record, frames in zip(records, raw):
         stored = read_video(tmp_path / record["path"]).frames
-        assert torch.equal((stored * 255).round(), (frames * 255).round())
+        assert torch.equal((stored * 255).round(), (frames * 255).round()) == lossless
 
 
 def test_generated_pair_files_concatenate_and_are_never_overwritten(generated):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import av
 import pytest
 import yaml
 
@@ -77,6 +78,20 @@ def test_the_recipe_runs_end_to_end(tmp_path):
     assert set(report["results"]["descore"]["test_ood"]) == {"think", "no_think", "given_cot"}
     assert DeScore.from_pretrained(tmp_path / "export").config.template == COMPACT_TEMPLATE.name
     assert "discriminative_baseline" in format_report(report)
+    with av.open(str(next((tmp_path / "run" / "data" / "videos" / "generated").rglob("*.mp4")))) as container:
+        assert container.streams.video[0].codec_context.pix_fmt == "gbrp"  # on-policy samples stored losslessly
+
+
+def test_the_command_line_sets_the_generator_and_its_storage():
+    from descore.cli import build_parser
+    from toyworld.descore_recipe import recipe_from_args
+
+    parser = build_parser()
+    default = recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run"]))
+    assert default.generator is None and default.generated_lossless
+    args = ["toy", "train-descore", "--out", "run", "--generator", "gen_v1", "--lossy-generated", "--seed", "3"]
+    recipe = recipe_from_args(parser.parse_args(args))
+    assert (recipe.generator, recipe.generated_lossless, recipe.seed) == ("gen_v1", False, 3)
 
 
 def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
