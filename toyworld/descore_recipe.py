@@ -84,8 +84,8 @@ class ToyDeScoreRecipe:
     generator: str | None = None
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     generated_lossless: bool = True
-    """Store the on-policy samples losslessly, so their analyzer labels hold for the frames best-of-N scores (the
-    shipped checkpoint was trained on H.264 copies: False)."""
+    """Store the on-policy samples losslessly, so their analyzer labels match the frames best-of-N scores up to 8-bit
+    rounding (the shipped checkpoint was trained on H.264 copies: False)."""
     backbone_size: str = "toy"
     vision_pretraining: dict[str, Any] | None = None
     """Settings (:class:`~toyworld.vision_pretraining.VisionPretrainingConfig` fields) of a phase that pretrains the
