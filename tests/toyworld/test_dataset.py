@@ -187,8 +187,8 @@ def test_generated_pairs_are_labelled_by_the_analyzer(generated):
 
 @pytest.mark.parametrize("lossless", [True, False])
 def test_generated_videos_are_stored_losslessly(tmp_path, lossless):
-    """The stored sample is the pipeline's output to the grey level, so its labels hold for the raw frames too
-    (``lossless=False``: an H.264 copy, which does not)."""
+    """The stored sample is the pipeline's output to the grey level (``lossless=False``: an H.264 copy, which is
+    not)."""
     from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator
 
     pipe = load_toy_generator()
