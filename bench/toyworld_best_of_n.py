@@ -2,7 +2,9 @@
 
 For each of N fresh toy prompts the shipped toy generator makes 8 candidates; the toy DeScore picks one (think and
 think-free); the analyzer measures every candidate against its prompt (the world's ground truth, 1-5). Printed:
-the mean analyzer score of DeScore's pick, of a random pick (the candidates' mean) and of the best candidate.
+the mean analyzer score of DeScore's pick, of a random pick (the candidates' mean) and of the best candidate, and the
+gain of DeScore's pick over a random pick with a paired 95% bootstrap interval over prompts (an interval that
+contains 0 means the benchmark cannot tell the pick from a random one).
 
     python bench/toyworld_best_of_n.py [--prompts 50] [--candidates 8]
 """
@@ -12,13 +14,26 @@ from __future__ import annotations
 import argparse
 import time
 
+import numpy as np
 import torch
 
-from toyworld.demo import run_demo, summary
+from toyworld.demo import DemoReport, run_demo, summary
+
+
+def gain_interval(report: DemoReport, resamples: int = 10_000, seed: int = 0) -> tuple[float, float, float]:
+    """Mean per-prompt gain of DeScore's pick over a random pick, with a paired 95% bootstrap interval."""
+    gains = np.array(
+        [r.candidates[r.winner].truth - np.mean([c.truth for c in r.candidates]) for r in report.results]
+    )
+    draws = np.random.default_rng(seed).integers(len(gains), size=(resamples, len(gains)))
+    low, high = np.percentile(gains[draws].mean(axis=1), [2.5, 97.5])
+    return float(gains.mean()), float(low), float(high)
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--prompts", type=int, default=50)
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
@@ -26,18 +41,28 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{args.prompts} prompts x {args.candidates} candidates, analyzer score 1-5 (higher is better)")
-    print(f"{'picker':<22} {'DeScore pick':>13} {'random pick':>12} {'best of N':>10} {'seconds':>8}")
+    print(
+        f"{'picker':<22} {'DeScore pick':>13} {'random pick':>12} {'best of N':>10} {'gain [95% interval]':>24} "
+        f"{'seconds':>8}"
+    )
     for mode in args.modes:
         label, think = f"toy DeScore, {mode.replace('_', ' ')}", mode == "think"
         start = time.perf_counter()
         report = run_demo(
-            num_prompts=args.prompts, num_candidates=args.candidates, seed=args.seed, guidance_prompts=0,
-            think=think, gifs=False, progress=False,
+            num_prompts=args.prompts,
+            num_candidates=args.candidates,
+            seed=args.seed,
+            guidance_prompts=0,
+            think=think,
+            gifs=False,
+            progress=False,
         )
         s = summary(report)
+        gain, low, high = gain_interval(report)
+        interval = f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"
         print(
             f"{label:<22} {s['descore_pick']:>13.3f} {s['random_pick']:>12.3f} {s['best_candidate']:>10.3f} "
-            f"{time.perf_counter() - start:>8.0f}"
+            f"{interval:>24} {time.perf_counter() - start:>8.0f}"
         )
 
 
