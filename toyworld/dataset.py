@@ -373,7 +373,8 @@ def build_generated_dataset(
     the raw frames' verdict; on an H.264 copy 0.762, ``bench/analyzer_stability.py``). The sub-scores label every
     pair among them and a brief CoT is written from the analyzer's findings
     (:func:`toyworld.annotator.annotate_analysis`). Pair files ``generated_<split>.csv`` have the columns of
-    :func:`build_dataset`, so both datasets can share one folder and be concatenated. The last ``test_fraction`` of the prompts form the test split.
+    :func:`build_dataset`, so both datasets can share one folder and be concatenated. The last ``test_fraction`` of
+    the prompts form the test split.
     """
     if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or videos_per_prompt < 2:
         raise ConfigError(f"videos_per_prompt must be an integer >= 2, got {videos_per_prompt!r}")
