@@ -3,28 +3,16 @@ code and writes its records (the GPU check runs the same code on the Wan2.1-1.3B
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import math
-import sys
 from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "gpu_wan.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("gpu_wan", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
 
 @pytest.mark.slow
-def test_tiny_cpu_run_records_every_section(tmp_path: Path) -> None:
-    bench = load_bench()
+def test_tiny_cpu_run_records_every_section(load_bench, tmp_path: Path) -> None:
+    bench = load_bench("gpu_wan")
     assert bench.main(["--size", "tiny", "--device", "cpu", "--out", str(tmp_path)]) == 0
     records = [json.loads(line) for line in (tmp_path / "results.jsonl").read_text().splitlines()]
     assert not [r for r in records if "error" in r]
@@ -47,9 +35,9 @@ def test_tiny_cpu_run_records_every_section(tmp_path: Path) -> None:
     assert update["metrics"]["train/grad_norm"] > 0
 
 
-def test_architectures_match_the_released_models(tmp_path: Path) -> None:
+def test_architectures_match_the_released_models(load_bench, tmp_path: Path) -> None:
     """On the meta device (no memory): the parameter counts of Wan2.1-T2V-1.3B, UMT5-XXL and Qwen3-VL-8B."""
-    bench = load_bench()
+    bench = load_bench("gpu_wan")
     assert bench.main(["--size", "wan1.3b", "--device", "meta", "--out", str(tmp_path)]) == 0
     records = {r["case"]: r for r in map(json.loads, (tmp_path / "results.jsonl").read_text().splitlines())}
     counts = records["Wan2.1 pipeline"]["parameters"]

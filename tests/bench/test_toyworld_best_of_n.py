@@ -2,23 +2,9 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
 import pytest
 
 from toyworld.demo import Candidate, DemoReport, PromptResult
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "toyworld_best_of_n.py"
-
-
-def load_bench():
-    spec = importlib.util.spec_from_file_location("toyworld_best_of_n", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
 
 
 def report(truths: list[list[float]], winners: list[int]) -> DemoReport:
@@ -36,16 +22,16 @@ def report(truths: list[list[float]], winners: list[int]) -> DemoReport:
     return DemoReport(results=results)
 
 
-def test_gain_is_the_mean_pick_minus_the_candidates_mean():
-    bench = load_bench()
+def test_gain_is_the_mean_pick_minus_the_candidates_mean(load_bench):
+    bench = load_bench("toyworld_best_of_n")
     # Picks 3.0 of (1, 3) and 1.0 of (1, 2): gains +1.0 and -0.5.
     gain, low, high = bench.gain_interval(report([[1.0, 3.0], [1.0, 2.0]], [1, 0]))
     assert gain == pytest.approx(0.25)
     assert low == pytest.approx(-0.5) and high == pytest.approx(1.0)
 
 
-def test_interval_excludes_zero_only_for_a_consistent_gain():
-    bench = load_bench()
+def test_interval_excludes_zero_only_for_a_consistent_gain(load_bench):
+    bench = load_bench("toyworld_best_of_n")
     always_best = report([[1.0, 2.0, 3.0]] * 40, [2] * 40)
     gain, low, high = bench.gain_interval(always_best)
     assert gain == pytest.approx(1.0) and low == pytest.approx(1.0) and high == pytest.approx(1.0)

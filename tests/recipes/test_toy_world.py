@@ -10,15 +10,10 @@ the reward waits for a toy DeScore that scores generator samples better than cha
 three minutes per recipe on one CPU thread): ``pytest -m slow tests/recipes/test_toy_world.py``.
 """
 
-import importlib.util
-from pathlib import Path
-
 import pytest
 import torch
 
 from toyworld.generator import load_toy_generator, toy_prompts
-
-BENCH = Path(__file__).resolve().parents[2] / "bench" / "recipe_runs.py"
 
 pytestmark = pytest.mark.slow
 
@@ -27,13 +22,6 @@ pytestmark = pytest.mark.slow
 UPDATES = {"grpo": 4, "dpo": 8, "rwr": 8}
 MARGIN = 0.05
 SEEDS_PER_PROMPT = 8
-
-
-def _bench():
-    spec = importlib.util.spec_from_file_location("bench_recipes", BENCH)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize(
@@ -47,9 +35,9 @@ def _bench():
         "rwr",
     ],
 )
-def test_recipe_raises_reward_and_true_quality(recipe, tmp_path):
+def test_recipe_raises_reward_and_true_quality(recipe, load_bench, tmp_path):
     torch.set_num_threads(1)
-    bench = _bench()
+    bench = load_bench("recipe_runs")
     reward = bench.analyzer_reward()
     prompts = toy_prompts(8, seed=11)
     fresh = [p for p in prompts for _ in range(SEEDS_PER_PROMPT)]
