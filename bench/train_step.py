@@ -125,7 +125,7 @@ def run_stage2(size: str, out: Path, args: argparse.Namespace) -> dict[str, floa
     side = FRAME_SIDE[size]
     world = WorldConfig(num_frames=8, height=side, width=side, fps=4)
     pairs = build_dataset(
-        out / "data", 4 * args.stage2_pairs, seed=0, config=world, brief_cot=True, split_fractions=(1.0, 0.0, 0.0),
+        out / "data", 4 * args.stage2_pairs, seed=0, config=world, cot_style="brief", split_fractions=(1.0, 0.0, 0.0),
         progress=False,
     ).pair_files["train"]
     sampling = {"fps": 4.0, "min_frames": 2, "max_frames": 8, "min_pixels": 32 * 32, "max_pixels": side * side}

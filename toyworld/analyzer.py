@@ -103,6 +103,8 @@ class DetectedObject:
     ``velocity`` is the world-frame motion (camera removed) in units of the nominal object speed (x right, y down);
     ``jitter`` the RMS residual around the fitted line in S units; ``fragments`` the mean number of fragments per
     frame. ``shape`` and ``size`` are None when they could not be measured (a split object, no clean view).
+    ``positions`` is the track in the image: per frame, the body's centroid (x, y) as fractions of the frame's width
+    and height (camera motion included, as a viewer sees it), NaN where the object is not visible.
     """
 
     color: str
@@ -114,6 +116,7 @@ class DetectedObject:
     split: bool
     fragments: float
     visible_frames: int
+    positions: tuple[tuple[float, float], ...] = field(default=(), compare=False)
 
 
 @dataclass(frozen=True)
@@ -634,6 +637,7 @@ def measure(video: Any) -> tuple[dict[str, Any], tuple[DetectedObject, ...]]:
                 split=bool(track.split),
                 fragments=track.fragments,
                 visible_frames=int(seen.sum()),
+                positions=tuple((float(x) / w, float(y) / h) for x, y in track.positions),
             )
         )
     measurements = {
@@ -648,7 +652,7 @@ def measure(video: Any) -> tuple[dict[str, Any], tuple[DetectedObject, ...]]:
     return measurements, tuple(objects)
 
 
-def _match(spec: SceneSpec, objects: Sequence[DetectedObject]) -> list[DetectedObject | None]:
+def match_objects(spec: SceneSpec, objects: Sequence[DetectedObject]) -> list[DetectedObject | None]:
     """Pair every asked object with a detected one: same colour first, then any detected object left over."""
     matched: list[DetectedObject | None] = [None] * len(spec.objects)
     free = list(objects)
@@ -677,7 +681,7 @@ def score(
         scores[dimension] = min(scores[dimension], value)
         findings.append(f"{dimension}: {finding}")
 
-    matched = _match(spec, objects)
+    matched = match_objects(spec, objects)
     for obj, det in zip(spec.objects, matched):
         name = f"the {obj.color} {obj.shape}"
         if det is None:
@@ -741,4 +745,4 @@ def analyze(video: Any, prompt: str | SceneSpec) -> Analysis:
     )
 
 
-__all__ = ["Analysis", "DetectedObject", "analyze", "measure", "score"]
+__all__ = ["Analysis", "DetectedObject", "analyze", "match_objects", "measure", "score"]

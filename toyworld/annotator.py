@@ -5,6 +5,11 @@ the ground truth in hand. A CoT (1) decodes the prompt into explicit and implici
 the video shows, (3) rates subject, dynamics, camera, environment and style with a reason each, and ends with the
 judge's answer block (``<answer>{"dimensional_scores": ..., "overall_score": ...}</answer>``), which
 :func:`descore.answer.parse_answer` reads back to exactly the given sub-scores. Phrasing varies with the generator.
+
+For videos whose scene is unknown (a generator's samples) the analyzer is the annotator: :func:`annotate_analysis`
+writes brief ratings from its findings, :func:`annotate_track` a track-then-judge CoT from its measurements (where
+each asked object is in every temporal slice, then what is seen next to what was asked), which a tiny judge can
+learn to write from the pixels (docs/training.md).
 """
 
 from __future__ import annotations
@@ -14,7 +19,17 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from descore.answer import DIMENSIONS, PRIMARY_DIMENSIONS, SubScore, format_answer, overall_from_subscores
-from toyworld.analyzer import Analysis
+from toyworld.analyzer import (
+    FLICKER_LEVELS,
+    FRAGMENTS_PER_FRAME,
+    JITTER_RESIDUAL,
+    NOISE_LEVELS,
+    SHAKE_RESIDUAL,
+    SHARPNESS_LEVELS,
+    Analysis,
+    grade,
+    match_objects,
+)
 from toyworld.defects import STYLE_STRENGTH
 from toyworld.prompts import COLOR_WORDS, SHAPE_WORDS, parse_prompt
 from toyworld.scene import ObjectEffects, ObjectSpec, Scene, SceneSpec
@@ -295,3 +310,86 @@ def annotate_analysis(analysis: Analysis, rng: np.random.Generator) -> str:
         issues[dimension].append(text)
     ratings = [_rating(d, scores[d], issues[d], rng) for d in DIMENSIONS]
     return " ".join(ratings) + "\n" + format_answer(scores, overall_from_subscores(scores))
+
+
+#: Cells per image side of the positions a track CoT writes (one digit each for x and y).
+TRACK_GRID = 10
+#: The CoT words of the style levels (analyzer grade 2, 1, 0).
+_LEVEL_WORDS = {2: "none", 1: "minor", 0: "strong"}
+
+
+def track_text(
+    positions: Sequence[tuple[float, float]], frames_per_slice: int = 2, grid: int = TRACK_GRID
+) -> str:
+    """An object's track as one ``xy`` cell per temporal slice: positions (fractions of the frame, NaN where not
+    visible) averaged over each run of ``frames_per_slice`` frames and cut to a ``grid`` x ``grid`` raster; ``--``
+    for a slice where the object is not visible.
+
+    Qwen-VL's vision tower merges ``temporal_patch_size`` consecutive frames into one slice of tokens, so one cell
+    per slice is what the judge can read from its tokens.
+    """
+    points = np.asarray(positions, dtype=float).reshape(-1, 2)
+    cells = []
+    for start in range(0, len(points), frames_per_slice):
+        chunk = points[start : start + frames_per_slice]
+        chunk = chunk[np.isfinite(chunk[:, 0])]
+        if len(chunk) == 0:
+            cells.append("--")
+            continue
+        x, y = np.clip((chunk.mean(axis=0) * grid).astype(int), 0, grid - 1)
+        cells.append(f"{x}{y}")
+    return " ".join(cells)
+
+
+def annotate_track(analysis: Analysis, prompt: str, frames_per_slice: int = 2) -> str:
+    """A track-then-judge chain of thought from an analyzer measurement of a video judged against ``prompt``.
+
+    Per asked object (matched to a detected one as :func:`toyworld.analyzer.score` matches them): its track
+    (:func:`track_text`), then seen-vs-asked shape, size and motion and the faults seen (``jitters``, ``split``,
+    ``fragments``); then unrequested objects, the background, the camera and the style levels; then the answer block
+    with the analyzer's sub-scores. For example::
+
+        cyan bar: 13 11 11 14 16, circle vs bar, large vs large, down vs left, jitters. background checkered brown vs
+        striped brown. camera static vs static, shaking. flicker none, noise none, blur minor.
+        <answer>{...}</answer>
+
+    Deterministic: the same measurement gives the same text, so the judge learns a reading, not a phrasing.
+    """
+    spec = parse_prompt(prompt)
+    matched = match_objects(spec, analysis.objects)
+    parts = []
+    for obj, det in zip(spec.objects, matched):
+        if det is None:
+            parts.append(f"{obj.color} {obj.shape}: missing.")
+            continue
+        bits = [track_text(det.positions, frames_per_slice)]
+        if det.color != obj.color:
+            bits.append(f"shown {det.color}")
+        bits += [
+            f"{det.shape or 'unclear'} vs {obj.shape}",
+            f"{det.size or 'unclear'} vs {obj.size or 'any'}",
+            f"{det.motion} vs {obj.motion}",
+        ]
+        faults = (
+            ("jitters", det.jitter >= JITTER_RESIDUAL),
+            ("split", det.split),
+            ("fragments", det.fragments >= FRAGMENTS_PER_FRAME),
+        )
+        bits += [word for word, seen in faults if seen]
+        parts.append(f"{obj.color} {obj.shape}: " + ", ".join(bits) + ".")
+    parts += [f"extra {det.color}." for det in analysis.objects if det not in matched]
+    parts.append(f"background {analysis.texture} {analysis.background} vs {spec.texture} {spec.background}.")
+    shaking = ", shaking" if analysis.shake >= SHAKE_RESIDUAL else ""
+    parts.append(f"camera {analysis.camera} vs {spec.camera or 'any'}{shaking}.")
+    levels = [
+        f"{name} {_LEVEL_WORDS[grade(value, thresholds, worse)]}"
+        for name, value, thresholds, worse in (
+            ("flicker", analysis.flicker, FLICKER_LEVELS, True),
+            ("noise", analysis.noise, NOISE_LEVELS, True),
+            ("blur", analysis.sharpness, SHARPNESS_LEVELS, False),
+        )
+        if value is not None
+    ]
+    parts.append(", ".join(levels) + ".")
+    scores = {d: analysis.subscores[d] for d in DIMENSIONS}
+    return " ".join(parts) + "\n" + format_answer(scores, analysis.overall)

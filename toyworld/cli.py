@@ -16,7 +16,7 @@ import numpy as np
 from descore.errors import ConfigError
 from descore.video_io import write_video
 from toyworld.analyzer import analyze
-from toyworld.dataset import build_dataset
+from toyworld.dataset import COT_STYLES, build_dataset
 from toyworld.defects import DEFECT_KINDS, Defect, apply_defects, ground_truth
 from toyworld.prompts import parse_prompt
 from toyworld.render import render
@@ -75,7 +75,7 @@ def _run_build(args: argparse.Namespace) -> int:
         videos_per_prompt=args.videos_per_prompt,
         split_fractions=args.splits,
         label_noise=args.label_noise,
-        brief_cot=args.brief_cot,
+        cot_style=args.cot_style,
         crf=args.crf,
         overwrite=args.overwrite,
         progress=not args.quiet,
@@ -111,7 +111,13 @@ def _run_analyze(args: argparse.Namespace) -> int:
             "background": result.background,
             "texture": result.texture,
             "camera": result.camera,
-            "objects": [dataclasses.asdict(o) for o in result.objects],
+            "objects": [
+                {
+                    **dataclasses.asdict(o),
+                    "positions": [None if np.isnan(x) else [x, y] for x, y in o.positions],
+                }
+                for o in result.objects
+            ],
             "flicker": result.flicker,
             "noise": result.noise,
             "sharpness": result.sharpness,
@@ -159,7 +165,13 @@ def register(subparsers: argparse._SubParsersAction) -> None:
         "--splits", type=_fractions, default=(0.8, 0.1, 0.1), help="train,test_id,test_ood fractions"
     )
     build.add_argument("--label-noise", type=float, default=0.0, help="probability of flipping each label")
-    build.add_argument("--brief-cot", action="store_true", help="short CoTs (ratings and answer only)")
+    build.add_argument(
+        "--cot-style",
+        choices=COT_STYLES,
+        default="full",
+        help="CoTs: full (the judge's three stages), brief (ratings and answer only) or track (where each object is "
+        "per temporal slice, then seen vs asked, from the analyzer)",
+    )
     build.add_argument("--crf", type=int, default=None, help="H.264 quality (lower is better; default 18)")
     build.add_argument("--overwrite", action="store_true", help="write into a non-empty folder")
     build.add_argument("--quiet", action="store_true", help="no progress bar")

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import combinations
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -37,9 +37,10 @@ from tqdm.auto import tqdm
 
 from descore.answer import DIMENSIONS, SubScore
 from descore.errors import ConfigError
+from descore.training.sft import StreamedCoT
 from descore.video_io import write_video
 from toyworld.analyzer import analyze
-from toyworld.annotator import annotate_analysis, annotate_cot
+from toyworld.annotator import annotate_analysis, annotate_cot, annotate_track
 from toyworld.defects import apply_defects, ground_truth, sample_defects
 from toyworld.preferences import LABEL_COLUMNS, label_pair, utility
 from toyworld.prompts import write_prompt
@@ -49,6 +50,10 @@ from toyworld.scene import OBJECT_COLORS, SHAPES, Scene, SceneSpec, WorldConfig,
 logger = logging.getLogger(__name__)
 
 SPLITS: tuple[str, ...] = ("train", "test_id", "test_ood")
+#: CoT styles: ``full`` (the three stages of the judge, from the ground truth), ``brief`` (ratings and answer only,
+#: for short contexts) and ``track`` (:func:`toyworld.annotator.annotate_track`, from the analyzer's measurement).
+COT_STYLES: tuple[str, ...] = ("full", "brief", "track")
+CoTStyle = Literal["full", "brief", "track"]
 #: VideoAlign's pair columns, in their order.
 VIDEOALIGN_COLUMNS: tuple[str, ...] = (
     "path_A",
@@ -136,6 +141,11 @@ def _check_out_dir(out_dir: Path, overwrite: bool) -> None:
         )
 
 
+def _check_cot_style(cot_style: str) -> None:
+    if cot_style not in COT_STYLES:
+        raise ConfigError(f"cot_style must be one of {', '.join(COT_STYLES)}, got {cot_style!r}")
+
+
 def _format_score(value: SubScore) -> str:
     return "N/A" if value is None else str(value)
 
@@ -149,7 +159,7 @@ def build_dataset(
     videos_per_prompt: int = 2,
     split_fractions: Sequence[float] = (0.8, 0.1, 0.1),
     label_noise: float = 0.0,
-    brief_cot: bool = False,
+    cot_style: CoTStyle = "full",
     crf: int | None = None,
     overwrite: bool = False,
     progress: bool = True,
@@ -157,7 +167,9 @@ def build_dataset(
     """Render and write a toy preference dataset of ``pairs`` pairs (all splits together), deterministic by seed.
 
     ``videos_per_prompt`` videos are made per prompt and all their pairs kept (so videos are shared between pairs,
-    as in real data). ``label_noise`` flips pair labels (never the ground-truth columns). ``crf`` is the H.264
+    as in real data). ``label_noise`` flips pair labels (never the ground-truth columns). ``cot_style`` picks the
+    CoTs (:data:`COT_STYLES`); ``track`` CoTs are written from the analyzer's measurement of the rendered frames, so
+    their answer block is the analyzer's verdict while the labels stay the ground truth. ``crf`` is the H.264
     quality (default that of :func:`descore.video_io.write_video`).
     """
     config = config or WorldConfig()
@@ -172,13 +184,14 @@ def build_dataset(
         raise ConfigError(f"the seed must be a non-negative integer, got {seed!r}")
     if not 0.0 <= label_noise <= 1.0:
         raise ConfigError(f"label noise must be a probability in [0, 1], got {label_noise!r}")
+    _check_cot_style(cot_style)
     out = Path(out_dir)
     _check_out_dir(out, overwrite)
     threads = torch.get_num_threads()
     # Each video is a tiny tensor: worker threads only add contention (3x slower writes on a busy 2-core machine).
     torch.set_num_threads(1)
     try:
-        return _build(out, sizes, int(seed), config, videos_per_prompt, label_noise, brief_cot, crf, progress)
+        return _build(out, sizes, int(seed), config, videos_per_prompt, label_noise, cot_style, crf, progress)
     finally:
         torch.set_num_threads(threads)
 
@@ -190,7 +203,7 @@ def _build(
     config: WorldConfig,
     videos_per_prompt: int,
     label_noise: float,
-    brief_cot: bool,
+    cot_style: CoTStyle,
     crf: int | None,
     progress: bool,
 ) -> DatasetSummary:
@@ -214,7 +227,7 @@ def _build(
                 per_prompt,
                 held,
                 label_noise,
-                brief_cot,
+                cot_style,
                 crf,
                 bar,
             )
@@ -253,7 +266,7 @@ def _build_split(
     per_prompt: int,
     held: set,
     label_noise: float,
-    brief_cot: bool,
+    cot_style: CoTStyle,
     crf: int | None,
     bar: tqdm,
 ) -> tuple[list[dict[str, str]], list[dict[str, Any]]]:
@@ -262,7 +275,7 @@ def _build_split(
     forbidden = () if split == "test_ood" else held
     videos: list[dict[str, Any]] = []
     shown_scenes: list[Scene] = []
-    rows: list[dict[str, str]] = []
+    groups: list[tuple[np.random.Generator, list[dict[str, Any]]]] = []
     for p in range(prompts):
         rng = np.random.default_rng([seed, split_index, p])
         asked = _sample_prompt_scene(rng, config, split, held)
@@ -282,18 +295,22 @@ def _build_split(
                 "defects": [d.to_dict() for d in defects],
                 "subscores": {d: scores[d] for d in DIMENSIONS},
                 "overall": utility(scores),
-                "cot": annotate_cot(prompt, shown, scores, rng, brief=brief_cot),
             }
+            if cot_style != "track":
+                record["cot"] = annotate_cot(prompt, shown, scores, rng, brief=cot_style == "brief")
             group.append(record)
             shown_scenes.append(shown)
+        groups.append((rng, group))
+        videos.extend(group)
+    _write_videos(out, videos, shown_scenes, config, crf, bar, track_cots=cot_style == "track")
+    rows: list[dict[str, str]] = []
+    for rng, group in groups:
         for i, j in combinations(range(videos_per_prompt), 2):
             if len(rows) == count:
                 break
             a, b = (group[i], group[j]) if rng.random() < 0.5 else (group[j], group[i])
             labels = label_pair(a["subscores"], b["subscores"], noise=label_noise, rng=rng)
             rows.append(_row(a, b, labels.labels, config.fps, config.num_frames, MODEL_NAME))
-        videos.extend(group)
-    _write_videos(out, videos, shown_scenes, config, crf, bar)
     return rows, videos
 
 
@@ -328,12 +345,16 @@ def _write_videos(
     crf: int | None,
     bar: tqdm,
     chunk: int = 64,
+    track_cots: bool = False,
 ) -> None:
-    """Render the videos in chunks and write each one where its record says."""
+    """Render the videos in chunks and write each one where its record says; with ``track_cots``, also write each
+    record's track CoT from the analyzer's measurement of the rendered frames."""
     for start in range(0, len(scenes), chunk):
         frames = render(scenes[start : start + chunk], config)
         for record, video in zip(records[start : start + chunk], frames):
             write_video(video, out / record["path"], fps=config.fps, crf=crf, options=ENCODER_OPTIONS)
+            if track_cots:
+                record["cot"] = annotate_track(analyze(video, record["prompt"]), record["prompt"])
         bar.update(len(frames))
 
 
@@ -343,6 +364,51 @@ def _write_pairs(path: Path, rows: list[dict[str, str]]) -> Path:
         writer.writeheader()
         writer.writerows(rows)
     return path
+
+
+#: Defects per streamed clip: 0, 1, 2 or 3 with these probabilities (more flawed clips than a pair file's, so that
+#: the judge sees every kind of fault often).
+STREAM_DEFECT_COUNTS: tuple[float, ...] = (0.15, 0.35, 0.3, 0.2)
+
+
+class RenderedCoTStream:
+    """Freshly rendered toy clips with track CoTs, made on demand: a :data:`descore.training.sft.CoTStream`.
+
+    Each call samples ``count`` prompts (never a ``held_out`` (colour, shape) combination, in the prompt or in what
+    is shown), renders each with random defects and writes its CoT from the analyzer's measurement of the rendered
+    frames (:func:`toyworld.annotator.annotate_track`), exactly as generator samples are annotated. The examples
+    depend only on the seed.
+    """
+
+    def __init__(
+        self,
+        config: WorldConfig,
+        held_out: Sequence[tuple[str, str]] = (),
+        defect_counts: Sequence[float] = STREAM_DEFECT_COUNTS,
+    ):
+        self.config = config
+        self.held_out = set(map(tuple, held_out))
+        self.defect_counts = tuple(defect_counts)
+
+    def __call__(self, seed: int, count: int) -> list[StreamedCoT]:
+        rng = np.random.default_rng(seed)
+        prompts, scenes = [], []
+        for _ in range(count):
+            asked = _sample_prompt_scene(rng, self.config, "train", self.held_out)
+            prompts.append(write_prompt(asked.spec, rng))
+            defects = sample_defects(
+                asked, rng, forbidden_combos=self.held_out, count_probabilities=self.defect_counts
+            )
+            scenes.append(apply_defects(asked, defects, self.config))
+        return [
+            StreamedCoT(
+                frames=torch.from_numpy(frames),
+                fps=float(self.config.fps),
+                prompt=prompt,
+                cot=annotate_track(analyze(frames, prompt), prompt),
+            )
+            for frames, prompt in zip(render(scenes, self.config), prompts)
+        ]
 
 
 #: The splits of :func:`build_generated_dataset`.
@@ -362,6 +428,7 @@ def build_generated_dataset(
     batch_size: int = 8,
     model_name: str = "toy-generator",
     lossless: bool = True,
+    cot_style: CoTStyle = "brief",
     progress: bool = True,
 ) -> DatasetSummary:
     """Preference pairs of a generator's own samples, labelled by the analyzer (on-policy data for a reward model).
@@ -371,10 +438,13 @@ def build_generated_dataset(
     :func:`toyworld.analyzer.analyze` as written. Stored losslessly, the labels and the reward model see the frames
     that best-of-N and the recipes score, up to 8-bit rounding (the analyzer's verdict keeps 0.966 correlation with
     the raw frames' verdict; on an H.264 copy 0.762, ``bench/analyzer_stability.py``). The sub-scores label every
-    pair among them and a brief CoT is written from the analyzer's findings
-    (:func:`toyworld.annotator.annotate_analysis`). Pair files ``generated_<split>.csv`` have the columns of
-    :func:`build_dataset`, so both datasets can share one folder and be concatenated. The last ``test_fraction`` of
-    the prompts form the test split.
+    pair among them. The CoT is ``brief`` (ratings with the analyzer's findings,
+    :func:`toyworld.annotator.annotate_analysis`) or ``track`` (:func:`toyworld.annotator.annotate_track`). Pair
+    files ``generated_<split>.csv`` have the columns of :func:`build_dataset`, so both datasets can share one folder
+    and be concatenated. The last ``test_fraction`` of the prompts form the test split.
+
+    Sampling is the slow part and resumes: every written sample is logged in ``generated_samples.jsonl``, and a
+    rerun with the same arguments into the same folder samples only what is not logged yet.
     """
     if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or videos_per_prompt < 2:
         raise ConfigError(f"videos_per_prompt must be an integer >= 2, got {videos_per_prompt!r}")
@@ -382,6 +452,8 @@ def build_generated_dataset(
         raise ConfigError("build_generated_dataset needs at least one prompt")
     if not 0.0 <= test_fraction < 1.0:
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    if cot_style not in ("brief", "track"):
+        raise ConfigError(f"cot_style of generated samples must be brief or track, got {cot_style!r}")
     out = Path(out_dir)
     files = {split: out / f"generated_{split}.csv" for split in GENERATED_SPLITS}
     existing = [str(f) for f in files.values() if f.exists()]
@@ -389,36 +461,35 @@ def build_generated_dataset(
         raise ConfigError(f"{existing}: generated pair files already exist; choose a new folder")
     num_test = round(len(prompts) * test_fraction)
     split_of = ["train"] * (len(prompts) - num_test) + ["test"] * num_test
-    jobs = [(p, k) for p in range(len(prompts)) for k in range(videos_per_prompt)]
+    jobs = [
+        {
+            "path": f"videos/generated/{split_of[p]}/{p:05d}_{k}.mp4",
+            "split": split_of[p],
+            "prompt": prompts[p],
+            "seed": seed * 10**6 + p * videos_per_prompt + k,
+            "lossless": lossless,
+        }
+        for p in range(len(prompts))
+        for k in range(videos_per_prompt)
+    ]
+    samples = _sample_generator(out, pipe, jobs, call, fps, batch_size, progress)
     records: list[dict[str, Any]] = []
-    for start in tqdm(range(0, len(jobs), batch_size), desc="generated videos", disable=not progress):
-        batch = jobs[start : start + batch_size]
-        seeds = [seed * 10**6 + p * videos_per_prompt + k for p, k in batch]
-        with torch.no_grad():
-            frames = pipe(
-                [prompts[p] for p, _ in batch],
-                **call,
-                generator=[torch.Generator().manual_seed(s) for s in seeds],
-                output_type="pt",
-            ).frames
-        for (p, k), video_seed, video in zip(batch, seeds, frames.float().clamp(0, 1)):
-            path = f"videos/generated/{split_of[p]}/{p:05d}_{k}.mp4"
-            write_video(video, out / path, fps=fps, options=ENCODER_OPTIONS, lossless=lossless)
-            analysis = analyze(out / path, prompts[p])
-            rng = np.random.default_rng([seed, p, k])
-            records.append(
-                {
-                    "path": path,
-                    "split": split_of[p],
-                    "prompt": prompts[p],
-                    "seed": video_seed,
-                    "subscores": {d: analysis.subscores[d] for d in DIMENSIONS},
-                    "overall": analysis.overall,
-                    "findings": list(analysis.findings),
-                    "cot": annotate_analysis(analysis, rng),
-                    "num_frames": int(video.shape[0]),
-                }
-            )
+    for index, sample in enumerate(tqdm(samples, desc="analyzer labels", disable=not progress)):
+        p, k = divmod(index, videos_per_prompt)
+        analysis = analyze(out / sample["path"], sample["prompt"])
+        if cot_style == "track":
+            cot = annotate_track(analysis, sample["prompt"])
+        else:
+            cot = annotate_analysis(analysis, np.random.default_rng([seed, p, k]))
+        records.append(
+            {
+                **{key: sample[key] for key in ("path", "split", "prompt", "seed", "num_frames")},
+                "subscores": {d: analysis.subscores[d] for d in DIMENSIONS},
+                "overall": analysis.overall,
+                "findings": list(analysis.findings),
+                "cot": cot,
+            }
+        )
     rows: dict[str, list[dict[str, str]]] = {split: [] for split in GENERATED_SPLITS}
     for p in range(len(prompts)):
         group = records[p * videos_per_prompt : (p + 1) * videos_per_prompt]
@@ -438,6 +509,66 @@ def build_generated_dataset(
         videos=len(records),
         held_out=(),
     )
+
+
+#: The sampling log of :func:`build_generated_dataset`: one line per written sample, what a rerun skips.
+SAMPLING_LOG = "generated_samples.jsonl"
+
+
+def _sample_generator(
+    out: Path,
+    pipe: Any,
+    jobs: list[dict[str, Any]],
+    call: dict[str, Any],
+    fps: float,
+    batch_size: int,
+    progress: bool,
+) -> list[dict[str, Any]]:
+    """Write every job's sample (in batches) and return the jobs with their frame counts, in job order. Samples
+    already in the sampling log (same path, prompt, seed and storage) are kept, so an interrupted run resumes."""
+    log = out / SAMPLING_LOG
+    done: dict[str, dict[str, Any]] = {}
+    if log.exists():
+        for line in log.read_text(encoding="utf-8").splitlines():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut by an interruption: that sample is made again
+                continue
+            done[entry["path"]] = entry
+    wanted = {job["path"]: job for job in jobs}
+    stale = [
+        path
+        for path, entry in done.items()
+        if path in wanted and any(entry.get(key) != value for key, value in wanted[path].items())
+    ]
+    if stale:
+        raise ConfigError(
+            f"{log}: {len(stale)} logged sample(s) (first: {stale[0]}) were made with other prompts, seeds or "
+            "storage than this call asks for; use a new folder"
+        )
+    todo = [job for job in jobs if job["path"] not in done or not (out / job["path"]).is_file()]
+    if len(todo) < len(jobs):
+        logger.info("%s: %d of %d samples already written, resuming", log, len(jobs) - len(todo), len(jobs))
+    out.mkdir(parents=True, exist_ok=True)
+    with open(log, "a", encoding="utf-8", newline="\n") as handle:
+        for start in tqdm(range(0, len(todo), batch_size), desc="generated videos", disable=not progress):
+            batch = todo[start : start + batch_size]
+            with torch.no_grad():
+                frames = pipe(
+                    [job["prompt"] for job in batch],
+                    **call,
+                    generator=[torch.Generator().manual_seed(job["seed"]) for job in batch],
+                    output_type="pt",
+                ).frames
+            for job, video in zip(batch, frames.float().clamp(0, 1)):
+                write_video(
+                    video, out / job["path"], fps=fps, options=ENCODER_OPTIONS, lossless=job["lossless"]
+                )
+                entry = {**job, "num_frames": int(video.shape[0])}
+                handle.write(json.dumps(entry, sort_keys=True) + "\n")
+                handle.flush()
+                done[job["path"]] = entry
+    return [done[job["path"]] for job in jobs]
 
 
 def concatenate_pair_files(sources: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str]) -> Path:

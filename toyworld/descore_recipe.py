@@ -30,7 +30,8 @@ import json
 import logging
 import shutil
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -48,7 +49,13 @@ from descore.training.cold_start import ColdStartConfig, ColdStartTrainer
 from descore.training.dual_rl import DualRLConfig, DualRLTrainer
 from descore.training.rewards import quality_reward
 from descore.training.sft import SFTConfig, SFTTrainer
-from toyworld.dataset import build_dataset, build_generated_dataset, concatenate_pair_files
+from toyworld.dataset import (
+    COT_STYLES,
+    RenderedCoTStream,
+    build_dataset,
+    build_generated_dataset,
+    concatenate_pair_files,
+)
 from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
 from toyworld.prompts import parse_prompt
 from toyworld.tiny_models import save_qwen_vl
@@ -73,11 +80,16 @@ class ToyDeScoreRecipe:
     """Every setting of the toy recipe. Phase dictionaries override fields of the phase's config class."""
 
     seed: int = 0
+    num_threads: int = 2
+    """CPU threads of every phase (the shipped checkpoint: 2)."""
+    cot_style: str = "track"
+    """CoTs of every video (``toyworld.dataset.COT_STYLES``): ``track`` writes where each asked object is in every
+    temporal slice before judging, from the analyzer's measurement (what lets the tiny judge read motion)."""
     pairs: int = 3000
-    """Pairs over all splits (three videos per prompt, so about one video per pair)."""
+    """Rendered pairs over all splits (three videos per prompt, so about one video per pair)."""
     videos_per_prompt: int = 3
     split_fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    generated_prompts: int = 300
+    generated_prompts: int = 800
     """Prompts whose toy-generator samples, labelled by the analyzer, join the data (on-policy pairs: what the
     checkpoint will judge in best-of-N and the recipes); 0 trains on rendered videos only."""
     generated_videos_per_prompt: int = 4
@@ -85,20 +97,30 @@ class ToyDeScoreRecipe:
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     generated_lossless: bool = True
     """Store the on-policy samples losslessly, so their analyzer labels match the frames best-of-N scores up to 8-bit
-    rounding (the shipped checkpoint was trained on H.264 copies: False)."""
+    rounding."""
     backbone_size: str = "toy"
-    vision_pretraining: dict[str, Any] | None = None
+    vision_pretraining: dict[str, Any] | None = field(
+        default_factory=lambda: {"steps": 1500, "generated_fraction": 0.5}
+    )
     """Settings (:class:`~toyworld.vision_pretraining.VisionPretrainingConfig` fields) of a phase that pretrains the
     backbone's vision tower on rendered clips, and on the on-policy samples' analyzer measurements, before the CoT
     SFT; None skips it."""
+    sft_on_policy_only: bool = True
+    """The CoT SFT's pair file is the on-policy samples only; with ``streamed_per_batch`` in ``sft``, freshly
+    rendered clips (:class:`toyworld.dataset.RenderedCoTStream`) fill the rest of every batch."""
     sft: dict[str, Any] = field(
         default_factory=lambda: {
             "lora_r": None,
             "learning_rate": 1e-3,
+            "vision_learning_rate": 3e-4,
+            "weight_decay": 0.01,
             "lr_scheduler": "cosine",
-            "warmup_ratio": 0.05,
+            "warmup_ratio": 0.01,
             "batch_size": 16,
-            "max_steps": 1200,
+            "streamed_per_batch": 8,
+            "max_steps": 5500,
+            "save_every": 250,
+            "save_total_limit": 1,
         }
     )
     stage1: dict[str, Any] = field(
@@ -125,7 +147,7 @@ class ToyDeScoreRecipe:
             "mini_batches": 2,
             "max_new_tokens": 256,
             "temperature": 1.0,
-            "length_thresholds": [100.0, 200.0, 300.0, 400.0],
+            "length_thresholds": [50.0, 100.0, 150.0, 200.0],
             "learning_rate": 5e-4,
             "max_steps": 40,
         }
@@ -138,31 +160,35 @@ class ToyDeScoreRecipe:
     def quick(cls) -> ToyDeScoreRecipe:
         """A few steps of everything on a small dataset: checks the recipe runs (seconds, not a useful model)."""
         recipe = cls(
-            pairs=24, split_fractions=(0.5, 0.25, 0.25), generated_prompts=3, generated_videos_per_prompt=2
+            pairs=24,
+            split_fractions=(0.5, 0.25, 0.25),
+            generated_prompts=3,
+            generated_videos_per_prompt=2,
+            vision_pretraining={"steps": 2, "batch_size": 4, "eval_clips": 4, "generated_fraction": 0.5},
         )
-        recipe.sft["max_steps"] = 2
+        recipe.sft.update(max_steps=2, batch_size=4, streamed_per_batch=2)
         recipe.stage1["max_steps"] = 2
         recipe.stage2.update(max_steps=1, max_new_tokens=16, group_size=2, pairs_per_step=2, mini_batches=1)
         return recipe
 
 
-@dataclass
-class PhaseTime:
-    name: str
-    seconds: float
-    cpu_seconds: float
+class _Phases:
+    """Wall and CPU seconds per phase, kept in ``timings.json`` so that a resumed run reports every phase once."""
 
+    def __init__(self, path: Path):
+        self.path = path
+        self.times: dict[str, dict[str, float]] = json.loads(path.read_text()) if path.exists() else {}
 
-def _timed(times: list[PhaseTime], name: str):
-    class _Timer:
-        def __enter__(self):
-            self.wall, self.cpu = time.perf_counter(), time.process_time()
-
-        def __exit__(self, *exc):
-            times.append(PhaseTime(name, time.perf_counter() - self.wall, time.process_time() - self.cpu))
-            logger.info("%s: %.0f s", name, times[-1].seconds)
-
-    return _Timer()
+    @contextmanager
+    def timed(self, name: str) -> Iterator[None]:
+        wall, cpu = time.perf_counter(), time.process_time()
+        yield
+        self.times[name] = {
+            "seconds": round(time.perf_counter() - wall, 1),
+            "cpu_seconds": round(time.process_time() - cpu, 1),
+        }
+        self.path.write_text(json.dumps(self.times, indent=2) + "\n")
+        logger.info("%s: %.0f s", name, self.times[name]["seconds"])
 
 
 def _write_config(config: Any, path: Path) -> None:
@@ -219,34 +245,139 @@ def train_toy_descore(
     recipe: ToyDeScoreRecipe | None = None,
     *,
     export_to: str | Path | None = None,
+    resume: bool = False,
     progress: bool = True,
 ) -> dict[str, Any]:
     """Run the whole recipe into ``out_dir`` and return the report (also written to ``out_dir/report.json``).
-    ``export_to`` receives a copy of the final DeScore checkpoint with ``report.json``."""
+    ``export_to`` receives a copy of the final DeScore checkpoint with ``report.json``. With ``resume``, a run
+    interrupted in ``out_dir`` continues: finished phases are kept, the on-policy sampling and the CoT SFT continue
+    from what they had written, and a trainer phase restarts from its last checkpoint."""
     import torch
 
     recipe = recipe or ToyDeScoreRecipe()
     out = Path(out_dir)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"{out}: folder is not empty; the recipe writes a fresh run")
-    torch.set_num_threads(1)
-    times: list[PhaseTime] = []
-    data = out / "data"
-    frames = out / "frames"
-    with _timed(times, "dataset"):
+    if out.exists() and any(out.iterdir()) and not resume:
+        raise ConfigError(f"{out}: folder is not empty; the recipe writes a fresh run (or pass resume=True)")
+    if recipe.cot_style not in COT_STYLES:
+        raise ConfigError(f"cot_style must be one of {', '.join(COT_STYLES)}, got {recipe.cot_style!r}")
+    out.mkdir(parents=True, exist_ok=True)
+    torch.set_num_threads(recipe.num_threads)
+    phases = _Phases(out / "timings.json")
+    data = _dataset_phase(out / "data", recipe, phases, progress)
+    base = save_qwen_vl(out / "base", "qwen3_vl", recipe.backbone_size, seed=recipe.seed)
+    if recipe.vision_pretraining is not None:
+        base = _vision_phase(out, base, recipe, phases, progress)
+    common = {
+        "mixed_precision": "no",
+        "seed": recipe.seed,
+        "progress": progress,
+        "video_cache_dir": str(out / "frames"),
+        "save_every": 0,
+        "resume": True,
+    }
+    train_file = data["train_file"]
+
+    def run(name: str, config: Any, trainer: Callable[[Any], Any]) -> Path:
+        final = Path(config.output_dir) / "final"
+        if final.is_dir():
+            return final
+        _write_config(config, out / "configs" / f"{name}.yaml")
+        with phases.timed(name):
+            return trainer(config).train().final_dir
+
+    sft_file = (
+        data["generated_train_file"] if recipe.sft_on_policy_only and recipe.generated_prompts else train_file
+    )
+    sft = SFTConfig(
+        **{
+            "model": str(base),
+            "model_config": {
+                "sampling": TOY_SAMPLING,
+                "template": COMPACT_TEMPLATE.name,
+                "generation": TOY_GENERATION,
+            },
+            "train_file": sft_file,
+            "output_dir": str(out / "sft"),
+            **common,
+            **recipe.sft,
+        }
+    )
+    stream = RenderedCoTStream(WORLD, data["held_out"]) if sft.streamed_per_batch else None
+    sft_dir = run("sft", sft, lambda config: SFTTrainer(config, stream=stream))
+
+    stage1_fields = {"model": str(sft_dir), "train_file": train_file, "dimension": DIMENSION, **common}
+    stage1 = ColdStartConfig(**{**stage1_fields, "output_dir": str(out / "stage1"), **recipe.stage1})
+    stage1_dir = run("stage1", stage1, ColdStartTrainer)
+    stage2 = DualRLConfig(
+        **{
+            "model": str(stage1_dir),
+            "train_file": train_file,
+            "dimension": DIMENSION,
+            "output_dir": str(out / "stage2"),
+            **common,
+            **recipe.stage2,
+        }
+    )
+    final_dir = run("stage2", stage2, DualRLTrainer)
+    baseline_cfg = {**recipe.stage1, "cot_mask_prob": 1.0, "lm_loss_weight": 0.0}
+    if recipe.baseline_steps is not None:
+        baseline_cfg["max_steps"] = recipe.baseline_steps
+    baseline = ColdStartConfig(**{**stage1_fields, "output_dir": str(out / "baseline"), **baseline_cfg})
+    baseline_dir = run("baseline", baseline, ColdStartTrainer)
+
+    models = {
+        "descore": (final_dir, recipe.eval_modes),
+        "descore_stage1": (stage1_dir, tuple(m for m in recipe.eval_modes if m != "think")),
+        "discriminative_baseline": (baseline_dir, ("no_think",)),
+    }
+    results: dict[str, Any] = {}
+    with phases.timed("evaluation"):
+        for name, (path, modes) in models.items():
+            scorer = DeScore.from_pretrained(path)
+            results[name] = {
+                split: evaluate_toy(scorer, file, modes) for split, file in data["test_files"].items()
+            }
+    report = {
+        "recipe": asdict(recipe),
+        "seconds": {name: t["seconds"] for name, t in phases.times.items()},
+        "cpu_seconds": {name: t["cpu_seconds"] for name, t in phases.times.items()},
+        "total_seconds": round(sum(t["seconds"] for t in phases.times.values()), 1),
+        "pairs": data["pairs"],
+        "results": results,
+        "stage2_history": _stage2_curve(out / "stage2"),
+    }
+    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    if export_to is not None:
+        export_checkpoint(final_dir, export_to, report)
+    return report
+
+
+def _dataset_phase(data: Path, recipe: ToyDeScoreRecipe, phases: _Phases, progress: bool) -> dict[str, Any]:
+    """The rendered pairs plus the on-policy pairs; ``data/dataset.json`` records the files once both are written
+    (a resumed run reads it, or rebuilds the rendered pairs and continues the on-policy sampling)."""
+    marker = data / "dataset.json"
+    if marker.exists():
+        return json.loads(marker.read_text())
+    with phases.timed("dataset"):
         summary = build_dataset(
             data,
             recipe.pairs,
             recipe.seed,
             config=WORLD,
-            brief_cot=True,
+            cot_style=recipe.cot_style,
             videos_per_prompt=recipe.videos_per_prompt,
             split_fractions=recipe.split_fractions,
+            overwrite=True,
             progress=progress,
         )
         train_file = summary.pair_files["train"]
-        test_files = {s: summary.pair_files[s] for s in ("test_id", "test_ood")}
+        test_files = {s: str(summary.pair_files[s]) for s in ("test_id", "test_ood")}
+        generated_train = None
         if recipe.generated_prompts:
+            for stale in data.glob(
+                "generated_*.csv"
+            ):  # written by an interrupted run; remade from its samples
+                stale.unlink()
             generated = build_generated_dataset(
                 data,
                 load_toy_generator(recipe.generator),
@@ -256,104 +387,45 @@ def train_toy_descore(
                 fps=float(WORLD.fps),
                 videos_per_prompt=recipe.generated_videos_per_prompt,
                 lossless=recipe.generated_lossless,
+                cot_style="brief" if recipe.cot_style == "full" else recipe.cot_style,
                 progress=progress,
             )
+            generated_train = str(generated.pair_files["train"])
             train_file = concatenate_pair_files(
                 [train_file, generated.pair_files["train"]], data / "train_with_generated.csv"
             )
-            test_files["generated_test"] = generated.pair_files["test"]
-    base = save_qwen_vl(out / "base", "qwen3_vl", recipe.backbone_size, seed=recipe.seed)
-    if recipe.vision_pretraining is not None:
-        with _timed(times, "vision"):
-            listing = data / "generated_videos.jsonl"
-            records = [json.loads(line) for line in listing.read_text().splitlines()] if listing.exists() else []
-            on_policy = [data / r["path"] for r in records if r["split"] == "train"]
-            base = pretrain_vision_tower(
-                base,
-                out / "vision",
-                TOY_SAMPLING,
-                WORLD,
-                VisionPretrainingConfig(**{"seed": recipe.seed, **recipe.vision_pretraining}),
-                generated=measured_clips(on_policy, progress=progress) if on_policy else None,
-                progress=progress,
-            )
-    common = {
-        "mixed_precision": "no",
-        "seed": recipe.seed,
-        "progress": progress,
-        "video_cache_dir": str(frames),
-        "save_every": 0,
-    }
-
-    with _timed(times, "sft"):
-        sft = SFTConfig(
-            **{
-                "model": str(base),
-                "model_config": {
-                    "sampling": TOY_SAMPLING,
-                    "template": COMPACT_TEMPLATE.name,
-                    "generation": TOY_GENERATION,
-                },
-                "train_file": str(train_file),
-                "output_dir": str(out / "sft"),
-                **common,
-                **recipe.sft,
-            }
-        )
-        _write_config(sft, out / "configs" / "sft.yaml")
-        sft_dir = SFTTrainer(sft).train().final_dir
-
-    stage1_fields = {"model": str(sft_dir), "train_file": str(train_file), "dimension": DIMENSION, **common}
-    with _timed(times, "stage1"):
-        stage1 = ColdStartConfig(**{**stage1_fields, "output_dir": str(out / "stage1"), **recipe.stage1})
-        _write_config(stage1, out / "configs" / "stage1.yaml")
-        stage1_dir = ColdStartTrainer(stage1).train().final_dir
-
-    with _timed(times, "stage2"):
-        stage2 = DualRLConfig(
-            **{
-                "model": str(stage1_dir),
-                "train_file": str(train_file),
-                "dimension": DIMENSION,
-                "output_dir": str(out / "stage2"),
-                **common,
-                **recipe.stage2,
-            }
-        )
-        _write_config(stage2, out / "configs" / "stage2.yaml")
-        final_dir = DualRLTrainer(stage2).train().final_dir
-
-    with _timed(times, "baseline"):
-        baseline_cfg = {**recipe.stage1, "cot_mask_prob": 1.0, "lm_loss_weight": 0.0}
-        if recipe.baseline_steps is not None:
-            baseline_cfg["max_steps"] = recipe.baseline_steps
-        baseline = ColdStartConfig(**{**stage1_fields, "output_dir": str(out / "baseline"), **baseline_cfg})
-        _write_config(baseline, out / "configs" / "baseline.yaml")
-        baseline_dir = ColdStartTrainer(baseline).train().final_dir
-
-    models = {
-        "descore": (final_dir, recipe.eval_modes),
-        "descore_stage1": (stage1_dir, recipe.eval_modes),
-        "discriminative_baseline": (baseline_dir, ("no_think",)),
-    }
-    results: dict[str, Any] = {}
-    with _timed(times, "evaluation"):
-        for name, (path, modes) in models.items():
-            scorer = DeScore.from_pretrained(path)
-            results[name] = {split: evaluate_toy(scorer, file, modes) for split, file in test_files.items()}
-    report = {
-        "recipe": asdict(recipe),
-        "seconds": {t.name: round(t.seconds, 1) for t in times},
-        "cpu_seconds": {t.name: round(t.cpu_seconds, 1) for t in times},
-        "total_seconds": round(sum(t.seconds for t in times), 1),
+            test_files["generated_test"] = str(generated.pair_files["test"])
+    info = {
+        "train_file": str(train_file),
+        "generated_train_file": generated_train,
+        "test_files": test_files,
+        "held_out": [list(c) for c in summary.held_out],
         "pairs": summary.pairs,
-        "results": results,
-        "stage2_history": _stage2_curve(out / "stage2"),
     }
-    (out / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    if export_to is not None:
-        export_checkpoint(final_dir, export_to, report)
-    return report
+    marker.write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def _vision_phase(out: Path, base: Path, recipe: ToyDeScoreRecipe, phases: _Phases, progress: bool) -> Path:
+    """The backbone with its vision tower pretrained on rendered clips and the on-policy training samples."""
+    target = out / "vision"
+    if (target / "vision_pretraining.json").exists():
+        return target
+    if target.exists():  # an interrupted pretraining: it has no checkpoints, start it again
+        shutil.rmtree(target)
+    with phases.timed("vision"):
+        listing = out / "data" / "generated_videos.jsonl"
+        records = [json.loads(line) for line in listing.read_text().splitlines()] if listing.exists() else []
+        on_policy = [out / "data" / r["path"] for r in records if r["split"] == "train"]
+        return pretrain_vision_tower(
+            base,
+            target,
+            TOY_SAMPLING,
+            WORLD,
+            VisionPretrainingConfig(**{"seed": recipe.seed, **recipe.vision_pretraining}),
+            generated=measured_clips(on_policy, progress=progress) if on_policy else None,
+            progress=progress,
+        )
 
 
 def _stage2_curve(run: Path) -> list[dict[str, float]]:
@@ -416,7 +488,9 @@ def recipe_from_args(args: argparse.Namespace) -> ToyDeScoreRecipe:
 
 def _run(args: argparse.Namespace) -> int:
     recipe = recipe_from_args(args)
-    report = train_toy_descore(args.out, recipe, export_to=args.export, progress=not args.quiet)
+    report = train_toy_descore(
+        args.out, recipe, export_to=args.export, resume=args.resume, progress=not args.quiet
+    )
     print(format_report(report))
     print(f"report written to {Path(args.out) / 'report.json'}")
     return 0
@@ -435,7 +509,9 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument("--out", required=True, help="new or empty folder for data, runs, configs and report.json")
     p.add_argument("--seed", type=int, default=0, help="seed of the dataset and of every training phase")
     p.add_argument(
-        "--generator", default=None, help="toy generator checkpoint for the on-policy samples (default: the shipped one)"
+        "--generator",
+        default=None,
+        help="toy generator checkpoint for the on-policy samples (default: the shipped one)",
     )
     p.add_argument(
         "--lossy-generated",
@@ -443,6 +519,11 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         help="store the on-policy samples as H.264 copies, as when the shipped checkpoint was trained",
     )
     p.add_argument("--export", default=None, help="copy the final checkpoint (with report.json) here")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue an interrupted run in --out (finished phases are kept, the others continue or restart)",
+    )
     p.add_argument("--quick", action="store_true", help="a few steps of everything (checks the recipe runs)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)

@@ -73,9 +73,17 @@ def make_scheduler(config: Any, optimizer: torch.optim.Optimizer, total_steps: i
 
 def make_adamw(config: Any, model: nn.Module, separate_head: bool = True) -> torch.optim.AdamW:
     """AdamW over the trainable parameters with the config's betas, epsilon and weight decay. With
-    ``separate_head`` the head gets a group of its own at ``head_learning_rate`` (default ``learning_rate``)."""
+    ``separate_head`` the head gets a group of its own at ``head_learning_rate`` (default ``learning_rate``); a
+    config with ``vision_learning_rate`` set gives the vision tower its own group instead."""
     trainable = [p for p in model.parameters() if p.requires_grad]
-    if separate_head:
+    vision_lr = getattr(config, "vision_learning_rate", None)
+    if vision_lr is not None:
+        vision_ids = {id(p) for p in model.backbone.model.visual.parameters()}
+        groups = [
+            {"params": [p for p in trainable if id(p) not in vision_ids], "lr": config.learning_rate},
+            {"params": [p for p in trainable if id(p) in vision_ids], "lr": vision_lr},
+        ]
+    elif separate_head:
         head = [p for p in model.score_head.parameters() if p.requires_grad]
         head_ids = {id(p) for p in head}
         groups = [

@@ -13,6 +13,12 @@ checkpoint. ``lora_r: null`` trains every language-model weight (what a randomly
 otherwise LoRA as in stage 1. The output ``OUTPUT_DIR/final`` is a DeScore checkpoint whose head is still untrained:
 the starting point of stage 1 (:mod:`descore.training.cold_start`), not a reward model.
 
+Besides the pair file, the trainer can take a *stream*: a function that makes fresh (frames, prompt, CoT) examples
+on demand (``SFTTrainer(config, stream=...)``, ``streamed_per_batch`` of them in every micro-batch). A procedural
+world renders and annotates clips faster than a disk holds them; the toy recipe streams rendered clips next to the
+generator's samples from its pair file. The stream is called with a seed derived from (seed, step, process,
+micro-batch), so a resumed run sees the same examples.
+
 Infrastructure is stage 1's: frames decoded once (:class:`~descore.training.data.FrameStore`), the seeded data order
 (:class:`~descore.training.data.PairSchedule` over sequences), atomic checkpoints and exact resume
 (:mod:`descore.training.checkpointing`), accelerate. :class:`CompletionForward` and :func:`completion_targets` are
@@ -23,7 +29,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -33,7 +39,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from descore.errors import DataError
+from descore.errors import ConfigError, DataError
 from descore.inputs import cot_token_ids
 from descore.metrics import ScoringInput, pair_inputs
 from descore.modeling import DeScoreModel
@@ -53,6 +59,7 @@ from descore.training.loop import (
     to_device,
 )
 from descore.training.rewards import format_reward, quality_reward
+from descore.video_io import Video
 
 logger = logging.getLogger(__name__)
 
@@ -199,8 +206,17 @@ class SFTConfig(TrainingConfig):
         metadata=_help("names of the language model's linear layers that get LoRA"),
     )
     freeze_vision: bool = field(default=False, metadata=_help("keep the vision tower and merger frozen"))
+    streamed_per_batch: int = field(
+        default=0,
+        metadata=_help(
+            "rows of every micro-batch made by the trainer's stream (fresh examples); the rest come from train_file"
+        ),
+    )
     # -- optimisation
     learning_rate: float = field(default=1e-5, metadata=_help("AdamW learning rate"))
+    vision_learning_rate: float | None = field(
+        default=None, metadata=_help("learning rate of the vision tower (default: learning_rate)")
+    )
     weight_decay: float = field(default=0.0, metadata=_help("AdamW weight decay"))
     adam_beta1: float = field(default=0.9, metadata=_help("AdamW beta1"))
     adam_beta2: float = field(default=0.999, metadata=_help("AdamW beta2"))
@@ -264,8 +280,18 @@ class SFTConfig(TrainingConfig):
             ("lora_r", self.lora_r is None or self.lora_r >= 1, ">= 1 or null"),
             *self.lora_checks(),
             ("learning_rate", self.learning_rate > 0, "> 0"),
+            (
+                "vision_learning_rate",
+                self.vision_learning_rate is None or self.vision_learning_rate > 0,
+                "> 0 or null",
+            ),
             *self.optimizer_checks(),
             ("batch_size", self.batch_size >= 1, ">= 1"),
+            (
+                "streamed_per_batch",
+                0 <= self.streamed_per_batch < self.batch_size,
+                ">= 0 and below batch_size (the pair file fills the rest)",
+            ),
             ("gradient_accumulation_steps", self.gradient_accumulation_steps >= 1, ">= 1"),
             ("max_cot_tokens", self.max_cot_tokens is None or self.max_cot_tokens >= 1, ">= 1"),
             ("eval_every", self.eval_every >= 0, ">= 0"),
@@ -301,40 +327,101 @@ class CoTExample:
     targets: tuple[int, ...]
 
 
+@dataclass(frozen=True)
+class StreamedCoT:
+    """One example made on demand by a stream: frames (T, C, H, W) in [0, 1] at ``fps``, the prompt, the CoT."""
+
+    frames: torch.Tensor
+    fps: float
+    prompt: str
+    cot: str
+
+
+#: A stream of fresh examples: ``stream(seed, count)`` returns ``count`` examples and depends on nothing but ``seed``.
+CoTStream = Callable[[int, int], Sequence[StreamedCoT]]
+
+
+def _cot_ids(
+    tokenizer: Any, text: str, query_token: str, end_of_turn: int, max_tokens: int | None
+) -> tuple[tuple[int, ...], tuple[int, ...], bool]:
+    """A CoT's ids, the ids its positions predict (the CoT and the end of turn, dropped when cut) and whether it
+    was cut to ``max_tokens``."""
+    ids = tuple(cot_token_ids(tokenizer, text, query_token))
+    if max_tokens is not None and len(ids) > max_tokens:
+        return ids[:max_tokens], ids[:max_tokens], True
+    return ids, (*ids, end_of_turn), False
+
+
 def cot_examples(
     inputs: Sequence[ScoringInput], tokenizer: Any, query_token: str, end_of_turn: int, max_tokens: int | None
 ) -> list[CoTExample]:
     """Tokenise each distinct (video, prompt, CoT); targets are the CoT and the end of turn (dropped when cut)."""
     out, cut = [], 0
     for item in inputs:
-        ids = tuple(cot_token_ids(tokenizer, item.cot or "", query_token))
-        if max_tokens is not None and len(ids) > max_tokens:
-            ids, cut = ids[:max_tokens], cut + 1
-            targets = ids
-        else:
-            targets = (*ids, end_of_turn)
+        ids, targets, was_cut = _cot_ids(tokenizer, item.cot or "", query_token, end_of_turn, max_tokens)
+        cut += was_cut
         out.append(CoTExample(item.video, item.prompt, ids, targets))
     if cut:
         logger.warning("%d chain(s) of thought cut to max_cot_tokens=%d", cut, max_tokens)
     return out
 
 
-def _batch(examples: Sequence[CoTExample], frames: FrameStore, scorer: DeScore) -> dict[str, Any]:
-    rows = [RowSpec(frames.get(e.video), e.prompt, e.cot) for e in examples]
-    inputs = encode_rows(scorer.processor, scorer.model.config, scorer.model.query_token_id, rows)
+def _batch(
+    rows: Sequence[tuple[Video, str, Sequence[int], Sequence[int]]], scorer: DeScore
+) -> dict[str, Any]:
+    """Model inputs and completion targets of (sampled video, prompt, CoT ids, target ids) rows."""
+    specs = [RowSpec(video, prompt, cot) for video, prompt, cot, _ in rows]
+    inputs = encode_rows(scorer.processor, scorer.model.config, scorer.model.query_token_id, specs)
     positions = completion_targets(
-        inputs["input_ids"].shape[1], [len(e.cot) for e in examples], [e.targets for e in examples]
+        inputs["input_ids"].shape[1], [len(cot) for _, _, cot, _ in rows], [targets for *_, targets in rows]
     )
     return {"inputs": inputs, "positions": positions}
+
+
+def _file_rows(examples: Sequence[CoTExample], frames: FrameStore) -> list[tuple[Video, str, Any, Any]]:
+    return [(frames.get(e.video), e.prompt, e.cot, e.targets) for e in examples]
 
 
 # ---------------------------------------------------------------------------------------------------- trainer
 class SFTTrainer(StageTrainer):
     """Runs CoT SFT. ``scorer`` (optional) is the model to start from instead of ``config.model``; ``callbacks`` are
-    called as ``callback(step, metrics)`` after every optimizer step (``step`` counts from 1)."""
+    called as ``callback(step, metrics)`` after every optimizer step (``step`` counts from 1); ``stream`` makes the
+    ``streamed_per_batch`` fresh examples of every micro-batch (:data:`CoTStream`)."""
 
     config: SFTConfig
     progress_desc = "cot sft"
+
+    def __init__(
+        self,
+        config: SFTConfig,
+        scorer: DeScore | None = None,
+        callbacks: Sequence[Callable[[int, dict[str, float]], None]] = (),
+        stream: CoTStream | None = None,
+    ):
+        super().__init__(config, scorer, callbacks)
+        if config.streamed_per_batch and stream is None:
+            raise ConfigError(
+                f"sft config: streamed_per_batch={config.streamed_per_batch} needs a stream "
+                "(SFTTrainer(config, stream=...)); set it to 0 to train on train_file alone"
+            )
+        self.stream = stream
+
+    def _streamed_rows(
+        self, scorer: DeScore, step: int, rank: int, micro: int, end_of_turn: int
+    ) -> list[tuple[Video, str, Any, Any]]:
+        """The stream's examples of one micro-batch, sampled like the checkpoint samples any video."""
+        cfg = self.config
+        if not cfg.streamed_per_batch:
+            return []
+        seed = int(np.random.SeedSequence([cfg.seed, step, rank, micro]).generate_state(1)[0])
+        rows = []
+        for index, item in enumerate(self.stream(seed, cfg.streamed_per_batch)):
+            video = scorer.load_video(item.frames, fps=item.fps, position=index)
+            ids, targets, _ = _cot_ids(
+                scorer.tokenizer, item.cot, scorer.model.config.query_token, end_of_turn, cfg.max_cot_tokens
+            )
+            rows.append((video, item.prompt, ids, targets))
+        return rows
 
     def load_data(self) -> tuple[PairDataset, PairDataset | None]:
         """Read the pair files; every pair must carry both CoTs."""
@@ -371,7 +458,7 @@ class SFTTrainer(StageTrainer):
         eval_examples = None if eval_pairs is None else examples_of(eval_pairs)
         schedule = PairSchedule(
             num_pairs=len(examples),
-            micro_batch=cfg.batch_size,
+            micro_batch=cfg.batch_size - cfg.streamed_per_batch,
             accumulation=cfg.gradient_accumulation_steps,
             world_size=accelerator.num_processes,
             seed=cfg.seed,
@@ -384,6 +471,7 @@ class SFTTrainer(StageTrainer):
         forward, optimizer = accelerator.prepare(forward, optimizer)
         data_state = {
             "sequences_per_step": schedule.pairs_per_step,
+            "streamed_per_batch": cfg.streamed_per_batch,
             "num_sequences": schedule.num_pairs,
             "train_file": str(train_pairs.source),
         }
@@ -394,7 +482,14 @@ class SFTTrainer(StageTrainer):
             began = time.perf_counter()
             plan = schedule.step_plan(step, accelerator.process_index)
             totals = torch.zeros(2, dtype=torch.float64, device=accelerator.device)  # loss sum, tokens
-            batches = [_batch([examples[i] for i in indices], frames, scorer) for indices, _ in plan]
+            batches = [
+                _batch(
+                    _file_rows([examples[i] for i in indices], frames)
+                    + self._streamed_rows(scorer, step, accelerator.process_index, micro, end_of_turn),
+                    scorer,
+                )
+                for micro, (indices, _) in enumerate(plan)
+            ]
             step_tokens = sum(len(b["positions"][2]) for b in batches)
             for micro, batch in enumerate(batches):
                 inputs = to_device(batch["inputs"], accelerator.device)
@@ -455,7 +550,7 @@ class SFTTrainer(StageTrainer):
             module = accelerator.unwrap_model(forward)
             with torch.no_grad(), accelerator.autocast():
                 for start in range(0, len(examples), cfg.eval_batch_size):
-                    batch = _batch(examples[start : start + cfg.eval_batch_size], frames, scorer)
+                    batch = _batch(_file_rows(examples[start : start + cfg.eval_batch_size], frames), scorer)
                     inputs = to_device(batch["inputs"], accelerator.device)
                     rows, cols, targets = (t.to(accelerator.device) for t in batch["positions"])
                     out = module.model(**inputs)
@@ -475,17 +570,19 @@ class SFTTrainer(StageTrainer):
         return self._on_main_process(accelerator, forward, evaluate)
 
 
-def train_sft(config: SFTConfig, scorer: DeScore | None = None) -> SFTResult:
+def train_sft(config: SFTConfig, scorer: DeScore | None = None, stream: CoTStream | None = None) -> SFTResult:
     """Run CoT SFT with ``config`` (see :class:`SFTTrainer`)."""
-    return SFTTrainer(config, scorer).train()
+    return SFTTrainer(config, scorer, stream=stream).train()
 
 
 __all__ = [
     "CoTExample",
+    "CoTStream",
     "CompletionForward",
     "SFTConfig",
     "SFTResult",
     "SFTTrainer",
+    "StreamedCoT",
     "completion_targets",
     "cot_examples",
     "train_sft",

@@ -79,7 +79,7 @@ def toy_pairs(tmp_path_factory) -> Path:
         12,
         seed=3,
         config=WorldConfig(num_frames=5, height=32, width=32, fps=8),
-        brief_cot=True,
+        cot_style="brief",
         split_fractions=(1.0, 0.0, 0.0),
         progress=False,
     )

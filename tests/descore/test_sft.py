@@ -33,7 +33,7 @@ def toy(tmp_path_factory) -> dict[str, Path]:
         16,
         seed=4,
         config=WorldConfig(num_frames=5, height=32, width=32, fps=8),
-        brief_cot=True,
+        cot_style="brief",
         split_fractions=(0.75, 0.25, 0.0),
         progress=False,
     )
@@ -155,6 +155,60 @@ def test_resume_replays_the_uninterrupted_losses(toy, tmp_path):
         SFTTrainer(
             config(toy, tmp_path / "crashed", max_steps=5, save_every=2, batch_size=4, resume=True)
         ).train()
+
+
+def test_a_stream_fills_every_batch_with_fresh_examples_and_resumes_exactly(toy, tmp_path):
+    """``streamed_per_batch`` rows of every micro-batch come from the stream, called with a new seed per step; a run
+    resumed after a crash asks the stream for the same examples and replays the uninterrupted losses."""
+    from toyworld.dataset import RenderedCoTStream
+
+    rendered = RenderedCoTStream(WorldConfig(num_frames=5, height=32, width=32, fps=8))
+    seeds: list[int] = []
+
+    def stream(seed, count):
+        seeds.append(seed)
+        assert count == 3
+        return rendered(seed, count)
+
+    streamed = config(toy, tmp_path / "straight", max_steps=4, save_every=2, streamed_per_batch=3)
+    straight = SFTTrainer(streamed, stream=stream).train()
+    assert len(seeds) == len(set(seeds)) == 4
+    file_only = SFTTrainer(config(toy, tmp_path / "file_only", max_steps=4)).train()
+    assert all(a["tokens"] != b["tokens"] for a, b in zip(straight.history, file_only.history))
+    first_run, seeds[:] = list(seeds), []
+
+    def crash(step, _metrics):
+        if step == 3:
+            raise Crash
+
+    crashed = config(toy, tmp_path / "crashed", max_steps=4, save_every=2, streamed_per_batch=3)
+    with pytest.raises(Crash):
+        SFTTrainer(crashed, callbacks=[crash], stream=stream).train()
+    seeds.clear()
+    resumed = SFTTrainer(
+        config(toy, tmp_path / "crashed", max_steps=4, save_every=2, streamed_per_batch=3, resume=True),
+        stream=stream,
+    ).train()
+    assert seeds == first_run[2:]
+    assert [h["loss"] for h in resumed.history] == [h["loss"] for h in straight.history[2:]]
+    with pytest.raises(ConfigError, match="needs a stream"):
+        SFTTrainer(streamed)
+    with pytest.raises(ConfigError, match="streamed_per_batch"):
+        config(toy, tmp_path / "x", streamed_per_batch=8)
+
+
+def test_the_vision_tower_learns_at_its_own_rate(toy, tmp_path):
+    from descore.training.loop import make_adamw
+    from descore.training.sft import make_trainable
+
+    scorer = DeScore.from_base_model(toy["base"], {"sampling": SAMPLING})
+    cfg = config(toy, tmp_path, vision_learning_rate=1e-4)
+    make_trainable(scorer, cfg)
+    language, vision = make_adamw(cfg, scorer.model, separate_head=False).param_groups
+    assert (language["lr"], vision["lr"]) == (5e-3, 1e-4)
+    assert {id(p) for p in vision["params"]} == {id(p) for p in scorer.model.backbone.model.visual.parameters()}
+    with pytest.raises(ConfigError, match="vision_learning_rate"):
+        config(toy, tmp_path, vision_learning_rate=0.0)
 
 
 def test_bad_config_and_data_are_reported(toy, tmp_path):

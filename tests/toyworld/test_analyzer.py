@@ -116,3 +116,17 @@ def test_bad_inputs_raise_clear_errors(tmp_path):
         analyze(np.zeros((4, 3, 8, 8), dtype=np.float32), "a red circle moving left on a gray background")
     with pytest.raises(VideoError, match="no such file"):
         analyze(tmp_path / "missing.mp4", "a red circle moving left on a gray background")
+
+
+def test_objects_carry_their_track_in_the_image():
+    """Per frame, the centroid as fractions of the frame: a square moving right on a still camera keeps its height
+    and moves right in every frame."""
+    spec = SceneSpec(
+        objects=(ObjectSpec("square", "red", "medium", "right"),), background="navy", texture="plain", camera="static"
+    )
+    video = render([Scene(spec=spec, centers=((0.3, 0.5),), seed=1)])[0]
+    obj = analyze(video, "A medium red square moving right on a plain navy background.").objects[0]
+    xs, ys = np.array(obj.positions).T
+    assert len(obj.positions) == video.shape[0] == obj.visible_frames
+    assert np.all(np.diff(xs) > 0) and 0.0 < xs.min() < xs.max() < 1.0
+    assert np.ptp(ys) < 0.02 and abs(ys.mean() - 0.5) < 0.05

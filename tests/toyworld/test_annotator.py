@@ -7,9 +7,11 @@ import re
 import numpy as np
 
 from descore.answer import overall_from_subscores, parse_answer
-from toyworld.annotator import annotate_cot
+from toyworld.analyzer import analyze
+from toyworld.annotator import annotate_cot, annotate_track, track_text
 from toyworld.defects import Defect, apply_defects, ground_truth, sample_defects
 from toyworld.prompts import write_prompt
+from toyworld.render import render
 from toyworld.scene import ObjectSpec, Scene, SceneSpec, sample_scene
 
 
@@ -84,3 +86,27 @@ def test_phrasing_varies():
     assert len(texts) >= 10
     answers = {parse_answer(t).dimensional_scores == scores for t in texts}
     assert answers == {True}
+
+
+def test_track_text_writes_one_cell_per_temporal_slice():
+    nan = float("nan")
+    positions = [(0.05, 0.95), (0.15, 0.85), (0.5, 0.5), (0.52, 0.5), (nan, nan), (nan, nan), (0.99, 0.0)]
+    assert track_text(positions) == "19 55 -- 90"
+    assert track_text(positions, frames_per_slice=3) == "27 55 90"
+    assert track_text([(1.0, -0.1)]) == "90"  # the frame's edge stays on the grid
+
+
+def test_track_cot_reads_the_analyzer_and_answers_with_its_verdict():
+    """From rendered clips with defects: the answer block is the analyzer's verdict, each asked object's line
+    starts with its track, and the same measurement always gives the same text."""
+    for prompt, scene, defects, _ in _samples(40, seed=3):
+        analysis = analyze(render([apply_defects(scene, defects)])[0], prompt)
+        cot = annotate_track(analysis, prompt)
+        assert cot == annotate_track(analysis, prompt)
+        answer = parse_answer(cot)
+        assert answer.dimensional_scores == analysis.subscores and answer.overall_score == analysis.overall
+        observation, _, _ = cot.partition("\n")
+        for obj in scene.spec.objects:
+            line = re.search(rf"{obj.color} {obj.shape}: ([^,.]*)", observation)
+            assert line and (line.group(1) == "missing" or re.fullmatch(r"(\d\d|--)( (\d\d|--)){4}", line.group(1)))
+        assert re.search(r"background \w+ \w+ vs \w+ \w+\. camera", observation)

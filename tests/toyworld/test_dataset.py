@@ -129,6 +129,7 @@ def test_videos_decode_with_the_configured_geometry(tmp_path):
         ({"split_fractions": (0.6, 0.6, -0.2)}, "split fractions"),
         ({"videos_per_prompt": 1}, "videos_per_prompt"),
         ({"label_noise": 2.0}, "label noise"),
+        ({"cot_style": "long"}, "cot_style must be one of full, brief, track"),
     ],
 )
 def test_bad_arguments_raise_clear_errors(tmp_path, kwargs, message):
@@ -212,3 +213,56 @@ def test_generated_pair_files_concatenate_and_are_never_overwritten(generated):
     assert len(load_pairs(merged, dimension="Overall")) == 9
     with pytest.raises(ConfigError, match="already exist"):
         build_generated_dataset(out, None, ["a red circle"], 0, call={}, fps=8.0)
+
+
+def test_track_cots_answer_with_the_analyzers_verdict_of_the_rendered_frames(tmp_path):
+    """``cot_style="track"``: every CoT starts with the asked objects' tracks and its answer is the analyzer's
+    verdict on the rendered frames, while the pair labels and gt columns stay the ground truth."""
+    from toyworld.analyzer import analyze
+    from toyworld.render import render
+
+    summary = build_dataset(tmp_path / "d", 6, seed=2, videos_per_prompt=3, cot_style="track", progress=False)
+    records = load_manifest(tmp_path / "d")
+    rendered = render([r["shown"] for r in records])
+    for record, frames in zip(records, rendered):
+        analysis = analyze(frames, record["prompt"])
+        assert parse_answer(record["cot"]).dimensional_scores == analysis.subscores
+        assert record["cot"].startswith(f"{record['asked'].spec.objects[0].color} ")
+    pairs = load_pairs(summary.pair_files["train"], dimension="Overall")
+    truth = {r["path"]: r["subscores"] for r in records}
+    assert all(p.gt_subscores_a == truth[str(p.video_a.relative_to(tmp_path / "d"))] for p in pairs)
+
+
+def test_generated_sampling_resumes_where_it_stopped(tmp_path):
+    """An interrupted sampling run (here: the first prompt's samples written, the log's last line cut) continues:
+    only the missing samples are made, and the pair files equal those of an uninterrupted run. A log made with
+    other seeds is refused."""
+    from toyworld.dataset import SAMPLING_LOG
+    from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
+
+    pipe = load_toy_generator()
+    pipe.set_progress_bar_config(disable=True)
+    calls = []
+
+    def counted(prompts, **kwargs):
+        calls.append(len(prompts))
+        return pipe(prompts, **kwargs)
+
+    args = {"call": {**TOY_GENERATOR_CALL, "num_inference_steps": 2}, "fps": float(WORLD.fps),
+            "videos_per_prompt": 2, "test_fraction": 0.0, "batch_size": 2, "progress": False}
+    prompts = toy_prompts(2, seed=9)
+    build_generated_dataset(tmp_path / "straight", counted, prompts, 1, **args)
+    build_generated_dataset(tmp_path / "cut", counted, prompts[:1], 1, **args)  # the first prompt's two samples
+    log = tmp_path / "cut" / SAMPLING_LOG
+    log.write_text(log.read_text() + '{"path": "videos/gener')
+    for name in ("generated_train.csv", "generated_test.csv"):
+        (tmp_path / "cut" / name).unlink()
+    calls.clear()
+    build_generated_dataset(tmp_path / "cut", counted, prompts, 1, **args)
+    assert calls == [2]  # only the second prompt's samples
+    for name in ("generated_train.csv", "generated_videos.jsonl"):
+        assert (tmp_path / "cut" / name).read_text() == (tmp_path / "straight" / name).read_text()
+    for name in ("generated_train.csv", "generated_test.csv"):
+        (tmp_path / "cut" / name).unlink()
+    with pytest.raises(ConfigError, match="other prompts, seeds or storage"):
+        build_generated_dataset(tmp_path / "cut", counted, prompts, 2, **args)

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import shutil
 
 import av
 import pytest
 import yaml
 
+from descore.errors import ConfigError
 from descore.pairs import load_pairs
 from descore.scoring import DeScore
 from toyworld.dataset import build_dataset
@@ -33,7 +35,7 @@ def fresh_pairs(tmp_path_factory):
     """A toy split the checkpoint never saw (another seed), in-domain combinations only, in the generator's world."""
     root = tmp_path_factory.mktemp("fresh")
     summary = build_dataset(
-        root, 12, seed=12345, config=WORLD, brief_cot=True, videos_per_prompt=3, split_fractions=(0.0, 1.0, 0.0),
+        root, 12, seed=12345, config=WORLD, cot_style="brief", videos_per_prompt=3, split_fractions=(0.0, 1.0, 0.0),
         progress=False,
     )
     return load_pairs(summary.pair_files["test_id"], dimension=DIMENSION)
@@ -80,6 +82,21 @@ def test_the_recipe_runs_end_to_end(tmp_path):
     assert "discriminative_baseline" in format_report(report)
     with av.open(str(next((tmp_path / "run" / "data" / "videos" / "generated").rglob("*.mp4")))) as container:
         assert container.streams.video[0].codec_context.pix_fmt == "gbrp"  # on-policy samples stored losslessly
+    sft_rows = (tmp_path / "run" / "data" / "generated_train.csv").read_text()
+    assert sft["train_file"].endswith("generated_train.csv") and sft["streamed_per_batch"] == 2
+    assert " vs " in sft_rows and "<answer>" in sft_rows  # track CoTs
+
+    # An interrupted run resumes: finished phases are kept, the missing ones run again.
+    with pytest.raises(ConfigError, match="not empty"):
+        train_toy_descore(tmp_path / "run", recipe, progress=False)
+    shutil.rmtree(tmp_path / "run" / "stage2")  # as if it crashed during stage 2
+    timings = json.loads((tmp_path / "run" / "timings.json").read_text())
+    del timings["stage2"]
+    (tmp_path / "run" / "timings.json").write_text(json.dumps(timings))
+    resumed = train_toy_descore(tmp_path / "run", recipe, resume=True, progress=False)
+    for phase in ("dataset", "vision", "sft", "stage1", "baseline"):
+        assert resumed["seconds"][phase] == timings[phase]["seconds"]
+    assert "stage2" in resumed["seconds"] and (tmp_path / "run" / "stage2" / "final").is_dir()
 
 
 def test_the_command_line_sets_the_generator_and_its_storage():
