@@ -6,7 +6,10 @@ the mean analyzer score of DeScore's pick, of a random pick (the candidates' mea
 gain of DeScore's pick over a random pick with a paired 95% bootstrap interval over prompts (an interval that
 contains 0 means the benchmark cannot tell the pick from a random one).
 
-    python bench/toyworld_best_of_n.py [--prompts 50] [--candidates 8]
+    python bench/toyworld_best_of_n.py [--prompts 50] [--candidates 8] [--reward-model DIR]
+
+Each mode runs in one thread; run the modes as separate processes (``--modes think`` / ``--modes no_think``) to use
+two cores.
 """
 
 from __future__ import annotations
@@ -38,6 +41,9 @@ def main() -> None:
     parser.add_argument("--candidates", type=int, default=8)
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--modes", nargs="+", default=["think", "no_think"], choices=["think", "no_think"])
+    parser.add_argument(
+        "--reward-model", default=None, help="toy DeScore checkpoint to pick with (default: the shipped one)"
+    )
     args = parser.parse_args()
     torch.set_num_threads(1)
     print(f"{args.prompts} prompts x {args.candidates} candidates, analyzer score 1-5 (higher is better)")
@@ -53,6 +59,7 @@ def main() -> None:
             num_candidates=args.candidates,
             seed=args.seed,
             guidance_prompts=0,
+            reward_model_path=args.reward_model,
             think=think,
             gifs=False,
             progress=False,

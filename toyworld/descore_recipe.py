@@ -1,26 +1,34 @@
-"""The toy DeScore checkpoint: toy dataset -> CoT SFT -> stage 1 -> stage 2 -> export, plus a discriminative baseline.
+"""The toy DeScore checkpoint: toy dataset -> vision pretraining -> CoT SFT -> stage 1 -> stage 2 -> export, plus a
+discriminative baseline.
 
 ``descore toy train-descore --out DIR`` (or :func:`train_toy_descore`) reproduces the checkpoint shipped in
-``toyworld/checkpoints/toy_descore``, on a CPU with one thread:
+``toyworld/checkpoints/toy_descore`` on a CPU (two threads by default; ``--resume`` continues an interrupted run):
 
-1. **data**: a toy preference dataset (``toyworld.dataset.build_dataset``) in the toy generator's 48x48 world, with
-   brief CoTs (ratings and answer only: the toy backbone's context is short), plus on-policy pairs of the shipped toy
-   generator's samples labelled by the analyzer (``toyworld.dataset.build_generated_dataset``), so the checkpoint is
-   trained on what it judges in best-of-N and the recipes;
-2. **backbone**: the tiny ``toy`` Qwen3-VL (real architecture, random init, :func:`toyworld.tiny_models.save_qwen_vl`);
-3. **CoT SFT** (:mod:`descore.training.sft`): the random backbone learns to write the annotator's CoTs (every
-   language-model weight and the vision tower train; the toy backbone has nothing to preserve);
+1. **data**: a toy preference dataset (``toyworld.dataset.build_dataset``) in the toy generator's 48x48 world, plus
+   on-policy pairs of the shipped toy generator's samples labelled by the analyzer
+   (``toyworld.dataset.build_generated_dataset``), so the checkpoint is trained on what it judges in best-of-N and the
+   recipes. Every CoT is a *track* CoT (:func:`toyworld.annotator.annotate_track`): where each asked object is in every
+   temporal slice, then what is seen next to what was asked, then the analyzer's answer. Reading motion means
+   comparing positions across slices; writing them down first is what lets a 3-layer language model do it;
+2. **backbone**: the tiny ``toy`` Qwen3-VL (real architecture, random init, :func:`toyworld.tiny_models.save_qwen_vl`)
+   with its vision tower pretrained on rendered clips and the on-policy samples (:mod:`toyworld.vision_pretraining`);
+3. **CoT SFT** (:mod:`descore.training.sft`): the random language model learns to write the CoTs, every weight
+   trained. Half of every batch is the on-policy samples, half freshly rendered clips with 0-3 defects
+   (:class:`toyworld.dataset.RenderedCoTStream`): thousands of steps, never the same rendered clip twice;
 4. **stage 1** (:mod:`descore.training.cold_start`): LoRA + query token + head, Bradley-Terry with the CoT dropped for
-   half of the pairs, plus a language-model loss on the kept CoTs so the model keeps writing them;
+   half of the pairs, plus a language-model loss on the kept CoTs so the model keeps writing them. The head learns to
+   read the written verdict;
 5. **stage 2** (:mod:`descore.training.dual_rl`): GRPO on sampled CoTs with the rollout reward, auxiliary BT;
 6. **baseline**: stage 1 with ``cot_mask_prob: 1.0`` (think-free, discriminative) from the same SFT backbone, on the
    same pairs and for the same number of steps;
-7. **evaluation** (:mod:`descore.evaluation`) on the in-domain and out-of-domain test splits: think, think-free and
-   given-CoT accuracy, with and without ties, and the generated CoTs' answer format and sub-score agreement.
+7. **evaluation** (:mod:`descore.evaluation`) on the in-domain and out-of-domain test splits and the generator's
+   held-out prompts: think, think-free and given-CoT accuracy, with and without ties, and the generated CoTs' answer
+   format and sub-score agreement.
 
-Every phase is seeded; the configs used are written as YAML next to the runs, and ``report.json`` holds timings and
-accuracies. The judge template is the compact one (:data:`COMPACT_TEMPLATE`): the full alignment judge is about 360
-tokens, longer than everything else in a toy sequence together.
+Every phase is seeded; the configs used are written as YAML next to the runs, ``timings.json`` holds each finished
+phase's time and ``report.json`` the timings and accuracies. The judge template is the compact one
+(:data:`COMPACT_TEMPLATE`): the full alignment judge is about 360 tokens, longer than everything else in a toy
+sequence together.
 """
 
 from __future__ import annotations
@@ -71,7 +79,7 @@ SHIPPED_CHECKPOINT = Path(__file__).parent / "checkpoints" / "toy_descore"
 DIMENSION = "Overall"
 #: Video sampling of the toy checkpoint: all 9 frames of a toy clip at 8 fps, resized to 64 x 64 (20 video tokens).
 TOY_SAMPLING = {"fps": 8.0, "min_frames": 2, "max_frames": 9, "min_pixels": 64 * 64, "max_pixels": 64 * 64}
-#: Greedy CoTs without repetition penalty (the brief CoT repeats its rating phrases); brief CoTs are <= 200 tokens.
+#: Greedy CoTs without repetition penalty (a CoT repeats words and digits by design); track CoTs are <= 200 tokens.
 TOY_GENERATION = {"max_new_tokens": 256, "repetition_penalty": 1.0}
 
 
@@ -327,7 +335,7 @@ def train_toy_descore(
 
     models = {
         "descore": (final_dir, recipe.eval_modes),
-        "descore_stage1": (stage1_dir, tuple(m for m in recipe.eval_modes if m != "think")),
+        "descore_stage1": (stage1_dir, recipe.eval_modes),
         "discriminative_baseline": (baseline_dir, ("no_think",)),
     }
     results: dict[str, Any] = {}
@@ -516,7 +524,7 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--lossy-generated",
         action="store_true",
-        help="store the on-policy samples as H.264 copies, as when the shipped checkpoint was trained",
+        help="store the on-policy samples as H.264 copies (their labels then differ from the frames best-of-N scores)",
     )
     p.add_argument("--export", default=None, help="copy the final checkpoint (with report.json) here")
     p.add_argument(
