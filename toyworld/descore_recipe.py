@@ -498,6 +498,10 @@ def recipe_from_args(args: argparse.Namespace) -> ToyDeScoreRecipe:
     recipe.seed = args.seed
     recipe.generator = args.generator
     recipe.generated_lossless = not args.lossy_generated
+    if args.generated_prompts is not None:
+        if args.generated_prompts < 0:
+            raise ConfigError(f"--generated-prompts must be >= 0, got {args.generated_prompts}")
+        recipe.generated_prompts = args.generated_prompts
     return recipe
 
 
@@ -528,6 +532,12 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         "--generator",
         default=None,
         help="toy generator checkpoint for the on-policy samples (default: the shipped one)",
+    )
+    p.add_argument(
+        "--generated-prompts",
+        type=int,
+        default=None,
+        help="generator prompts (4 samples each) for the on-policy pairs (default 800; 0: rendered videos only)",
     )
     p.add_argument(
         "--lossy-generated",

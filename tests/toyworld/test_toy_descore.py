@@ -111,6 +111,11 @@ def test_the_command_line_sets_the_generator_and_its_storage():
     args = ["toy", "train-descore", "--out", "run", "--generator", "gen_v1", "--lossy-generated", "--seed", "3"]
     recipe = recipe_from_args(parser.parse_args(args))
     assert (recipe.generator, recipe.generated_lossless, recipe.seed) == ("gen_v1", False, 3)
+    assert default.generated_prompts == 800
+    more = recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "1400"]))
+    assert more.generated_prompts == 1400
+    with pytest.raises(ConfigError, match="generated-prompts"):
+        recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "-1"]))
 
 
 def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
