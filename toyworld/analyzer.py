@@ -717,17 +717,23 @@ def score(
         lower("environment", 0, f"the background is {measurements['background']}")
     elif measurements["texture"] != spec.texture:
         lower("environment", 1, f"the background is {measurements['texture']} instead of {spec.texture}")
-    for name, value, levels, worse in (
-        ("flicker", measurements["flicker"], FLICKER_LEVELS, True),
-        ("noise", measurements["noise"], NOISE_LEVELS, True),
-        ("blur", measurements["sharpness"], SHARPNESS_LEVELS, False),
-    ):
-        if value is None:
-            continue
-        level = grade(value, levels, worse)
-        if level < 2:
+    for name, level in style_grades(measurements).items():
+        if level is not None and level < 2:
             lower("style", level, f"{'strong' if level == 0 else 'mild'} {name}")
     return scores, findings
+
+
+def style_grades(measurements: dict[str, Any]) -> dict[str, int | None]:
+    """The grade (2 none, 1 minor, 0 strong) of each style fault in measurements of :func:`measure`: flicker, noise
+    and blur; None where it could not be measured."""
+    return {
+        name: None if value is None else grade(value, levels, worse)
+        for name, value, levels, worse in (
+            ("flicker", measurements["flicker"], FLICKER_LEVELS, True),
+            ("noise", measurements["noise"], NOISE_LEVELS, True),
+            ("blur", measurements["sharpness"], SHARPNESS_LEVELS, False),
+        )
+    }
 
 
 def analyze(video: Any, prompt: str | SceneSpec) -> Analysis:
@@ -745,4 +751,4 @@ def analyze(video: Any, prompt: str | SceneSpec) -> Analysis:
     )
 
 
-__all__ = ["Analysis", "DetectedObject", "analyze", "match_objects", "measure", "score"]
+__all__ = ["Analysis", "DetectedObject", "analyze", "match_objects", "measure", "score", "style_grades"]

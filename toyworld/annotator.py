@@ -20,15 +20,12 @@ import numpy as np
 
 from descore.answer import DIMENSIONS, PRIMARY_DIMENSIONS, SubScore, format_answer, overall_from_subscores
 from toyworld.analyzer import (
-    FLICKER_LEVELS,
     FRAGMENTS_PER_FRAME,
     JITTER_RESIDUAL,
-    NOISE_LEVELS,
     SHAKE_RESIDUAL,
-    SHARPNESS_LEVELS,
     Analysis,
-    grade,
     match_objects,
+    style_grades,
 )
 from toyworld.defects import STYLE_STRENGTH
 from toyworld.prompts import COLOR_WORDS, SHAPE_WORDS, parse_prompt
@@ -381,15 +378,8 @@ def annotate_track(analysis: Analysis, prompt: str, frames_per_slice: int = 2) -
     parts.append(f"background {analysis.texture} {analysis.background} vs {spec.texture} {spec.background}.")
     shaking = ", shaking" if analysis.shake >= SHAKE_RESIDUAL else ""
     parts.append(f"camera {analysis.camera} vs {spec.camera or 'any'}{shaking}.")
-    levels = [
-        f"{name} {_LEVEL_WORDS[grade(value, thresholds, worse)]}"
-        for name, value, thresholds, worse in (
-            ("flicker", analysis.flicker, FLICKER_LEVELS, True),
-            ("noise", analysis.noise, NOISE_LEVELS, True),
-            ("blur", analysis.sharpness, SHARPNESS_LEVELS, False),
-        )
-        if value is not None
-    ]
+    measured = {"flicker": analysis.flicker, "noise": analysis.noise, "sharpness": analysis.sharpness}
+    levels = [f"{name} {_LEVEL_WORDS[g]}" for name, g in style_grades(measured).items() if g is not None]
     parts.append(", ".join(levels) + ".")
     scores = {d: analysis.subscores[d] for d in DIMENSIONS}
     return " ".join(parts) + "\n" + format_answer(scores, analysis.overall)

@@ -34,14 +34,11 @@ from descore.modeling import load_backbone
 from descore.processing import QwenVLProcessor
 from descore.video_io import load_video, read_video
 from toyworld.analyzer import (
-    FLICKER_LEVELS,
     FRAGMENTS_PER_FRAME,
     JITTER_RESIDUAL,
-    NOISE_LEVELS,
     SHAKE_RESIDUAL,
-    SHARPNESS_LEVELS,
-    grade,
     measure,
+    style_grades,
 )
 from toyworld.defects import STYLE_STRENGTH, apply_defects, sample_defects
 from toyworld.render import render
@@ -165,17 +162,13 @@ def measured_attributes(video: Any) -> dict[str, int]:
     """Read-out labels of any toy video from what :func:`toyworld.analyzer.measure` reads from its pixels."""
     found, objects = measure(video)
 
-    def level(value: float | None, levels: tuple[float, float], higher_is_worse: bool = True) -> str:
-        return "none" if value is None else LEVELS[2 - grade(value, levels, higher_is_worse)]
-
+    grades = style_grades(found)
     labels: dict[str, str | None] = {
         "background": found["background"],
         "texture": found["texture"],
         "camera": found["camera"],
         "shake": "yes" if found["shake"] >= SHAKE_RESIDUAL else "no",
-        "flicker": level(found["flicker"], FLICKER_LEVELS),
-        "blur": level(found["sharpness"], SHARPNESS_LEVELS, higher_is_worse=False),
-        "noise": level(found["noise"], NOISE_LEVELS),
+        **{name: "none" if g is None else LEVELS[2 - g] for name, g in grades.items()},
     }
     seen = {obj.color: obj for obj in objects}
     for color in OBJECT_COLORS:
