@@ -11,14 +11,13 @@ import json
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Optional
 
 DIMENSIONS: tuple[str, ...] = ("subject", "dynamics", "camera", "environment", "style")
 PRIMARY_DIMENSIONS: tuple[str, ...] = ("subject", "dynamics")
 SECONDARY_DIMENSIONS: tuple[str, ...] = ("camera", "environment", "style")
 
 #: A sub-score: 2 = perfect, 1 = minor flaws, 0 = failure, None = not applicable ("N/A").
-SubScore = Optional[int]
+SubScore = int | None
 
 _ANSWER_RE = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
 
@@ -83,10 +82,12 @@ def format_answer(scores: Mapping[str, SubScore], overall: float | None = None) 
 
 
 def parse_subscore(value: object) -> SubScore:
+    """One sub-score as written in an answer or a pair file: 0, 1, 2 (numbers or numeric strings) or N/A.
+    Raises ValueError on other numbers or text and TypeError on other types (JSON booleans included)."""
     if value is None or (isinstance(value, str) and value.strip().upper() in {"N/A", "NA", "NONE", ""}):
         return None
     if isinstance(value, bool):
-        raise ValueError(f"bad sub-score {value!r}")
+        raise TypeError(f"bad sub-score {value!r}")
     number = float(value)  # raises ValueError on junk
     if number not in (0.0, 1.0, 2.0):
         raise ValueError(f"bad sub-score {value!r}")
