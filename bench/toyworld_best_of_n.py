@@ -99,8 +99,9 @@ def main() -> None:
             progress=False,
         )
         s = summary(report)
-        gain, low, high = gain_interval(report)
-        gains[mode] = prompt_gains(report).tolist()
+        per_prompt = prompt_gains(report)
+        gain, low, high = bootstrap_interval(per_prompt)
+        gains[mode] = per_prompt.tolist()
         interval = f"{gain:+.3f} [{low:+.3f}, {high:+.3f}]"
         print(
             f"{label:<22} {s['descore_pick']:>13.3f} {s['random_pick']:>12.3f} {s['best_candidate']:>10.3f} "

@@ -169,6 +169,19 @@ class ToyDeScoreRecipe:
     it is still run and reported."""
     eval_modes: tuple[str, ...] = ("think", "no_think", "given_cot")
 
+    def validate(self) -> None:
+        """Raise :class:`ConfigError` for a setting the recipe cannot run (before any data is made)."""
+        if self.export_stage not in ("stage1", "stage2"):
+            raise ConfigError(f"export_stage must be stage1 or stage2, got {self.export_stage!r}")
+        if self.cot_style not in COT_STYLES:
+            raise ConfigError(f"cot_style must be one of {', '.join(COT_STYLES)}, got {self.cot_style!r}")
+        if isinstance(self.generated_prompts, bool) or not isinstance(self.generated_prompts, int) or (
+            self.generated_prompts < 0
+        ):
+            raise ConfigError(
+                f"generated_prompts (--generated-prompts) must be an integer >= 0, got {self.generated_prompts!r}"
+            )
+
     @classmethod
     def quick(cls) -> ToyDeScoreRecipe:
         """A few steps of everything on a small dataset: checks the recipe runs (seconds, not a useful model)."""
@@ -271,10 +284,7 @@ def train_toy_descore(
     out = Path(out_dir)
     if out.exists() and any(out.iterdir()) and not resume:
         raise ConfigError(f"{out}: folder is not empty; the recipe writes a fresh run (or pass resume=True)")
-    if recipe.export_stage not in ("stage1", "stage2"):
-        raise ConfigError(f"export_stage must be stage1 or stage2, got {recipe.export_stage!r}")
-    if recipe.cot_style not in COT_STYLES:
-        raise ConfigError(f"cot_style must be one of {', '.join(COT_STYLES)}, got {recipe.cot_style!r}")
+    recipe.validate()
     out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(recipe.num_threads)
     phases = _Phases(out / "timings.json")
@@ -499,9 +509,8 @@ def recipe_from_args(args: argparse.Namespace) -> ToyDeScoreRecipe:
     recipe.generator = args.generator
     recipe.generated_lossless = not args.lossy_generated
     if args.generated_prompts is not None:
-        if args.generated_prompts < 0:
-            raise ConfigError(f"--generated-prompts must be >= 0, got {args.generated_prompts}")
         recipe.generated_prompts = args.generated_prompts
+    recipe.validate()
     return recipe
 
 

@@ -150,3 +150,20 @@ def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
     assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.03, rewards  # seen: 0.695 -> 0.739
     assert steps[0]["ratio_first_update_max_dev"] == 0.0
     assert np.mean([m["bt_accuracy"] for m in steps]) > 0.35
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"generated_prompts": -1}, "generated_prompts"),
+        ({"generated_prompts": 2.5}, "generated_prompts"),
+        ({"export_stage": "sft"}, "export_stage must be stage1 or stage2"),
+    ],
+)
+def test_the_recipe_refuses_bad_settings_before_making_anything(tmp_path, change, message):
+    """The Python API checks what the command line checks, before any data or folder is made."""
+    from dataclasses import replace
+
+    with pytest.raises(ConfigError, match=message):
+        train_toy_descore(tmp_path / "run", replace(ToyDeScoreRecipe(), **change), progress=False)
+    assert not (tmp_path / "run").exists()
