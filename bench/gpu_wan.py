@@ -728,7 +728,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     bench = Bench(args.size, device, dtype, steps, pipe, toy, record, judge_factory)
     failed = []
-    for section in [s for s in SECTIONS if s in args.sections]:  # grpo adds LoRA to the shared pipe: it runs last
+    for section in [
+        s for s in SECTIONS if s in args.sections
+    ]:  # grpo adds LoRA to the shared pipe: it runs last
         print(f"== {section}", flush=True)
         try:
             SECTION_FUNCTIONS[section](bench)

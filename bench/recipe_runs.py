@@ -54,7 +54,11 @@ logger = logging.getLogger("bench.recipes")
 
 #: The toy generator's world (48x48, 9 frames), sampled with 8 steps (half its default 16) to keep CPU runs short.
 TOY_SPEC = SamplingSpec(
-    height=WORLD.height, width=WORLD.width, num_frames=WORLD.num_frames, num_inference_steps=8, guidance_scale=4.0,
+    height=WORLD.height,
+    width=WORLD.width,
+    num_frames=WORLD.num_frames,
+    num_inference_steps=8,
+    guidance_scale=4.0,
     max_sequence_length=MAX_SEQUENCE_LENGTH,
 )
 
@@ -97,8 +101,14 @@ def toy_pipeline(allow_untrained: bool):
 # ------------------------------------------------------------------------------------------------ 1. rollout overhead
 def bench_rollout(repeats: int, batch: int, steps: int, allow_untrained: bool) -> list[dict[str, Any]]:
     rows = []
-    cases = [(f, build_video_pipeline(f), SamplingSpec(**{**PIPELINE_CALL_DEFAULTS[f], "num_inference_steps": steps}))
-             for f in PIPELINE_FAMILIES]
+    cases = [
+        (
+            f,
+            build_video_pipeline(f),
+            SamplingSpec(**{**PIPELINE_CALL_DEFAULTS[f], "num_inference_steps": steps}),
+        )
+        for f in PIPELINE_FAMILIES
+    ]
     toy = toy_pipeline(allow_untrained)
     if toy is not None:
         cases.append(("toy-generator", toy, TOY_SPEC))
@@ -114,9 +124,13 @@ def bench_rollout(repeats: int, batch: int, steps: int, allow_untrained: bool) -
                 rollout(pipe, prompts, spec, seeded_generators(range(batch)))
 
         pipeline_s, rollout_s = median_seconds([plain, recorded], repeats)
-        rows.append({"case": name, "pipeline_s": pipeline_s, "rollout_s": rollout_s, "ratio": rollout_s / pipeline_s})
-        print(f"{name:>14}  pipeline {pipeline_s * 1e3:8.1f} ms  rollout+log-probs {rollout_s * 1e3:8.1f} ms  "
-              f"ratio {rollout_s / pipeline_s:5.2f}")
+        rows.append(
+            {"case": name, "pipeline_s": pipeline_s, "rollout_s": rollout_s, "ratio": rollout_s / pipeline_s}
+        )
+        print(
+            f"{name:>14}  pipeline {pipeline_s * 1e3:8.1f} ms  rollout+log-probs {rollout_s * 1e3:8.1f} ms  "
+            f"ratio {rollout_s / pipeline_s:5.2f}"
+        )
     return rows
 
 
@@ -136,7 +150,9 @@ def redness() -> RewardFunction:
     return CallableReward(score, differentiable=True, name="redness")
 
 
-def make_trainer(recipe: str, pipe, spec: SamplingSpec, reward, output_dir: str, prompts: list[str], **changes):
+def make_trainer(
+    recipe: str, pipe, spec: SamplingSpec, reward, output_dir: str, prompts: list[str], **changes
+):
     config_cls, trainer_cls, extra = RECIPES[recipe]
     values = {
         "output_dir": output_dir,
@@ -158,18 +174,28 @@ def make_trainer(recipe: str, pipe, spec: SamplingSpec, reward, output_dir: str,
 
 def bench_updates(updates: int, allow_untrained: bool) -> list[dict[str, Any]]:
     rows = []
-    cases = [("tiny-wan2.1", lambda: build_video_pipeline("wan2.1"), SamplingSpec(**PIPELINE_CALL_DEFAULTS["wan2.1"]))]
+    cases = [
+        (
+            "tiny-wan2.1",
+            lambda: build_video_pipeline("wan2.1"),
+            SamplingSpec(**PIPELINE_CALL_DEFAULTS["wan2.1"]),
+        )
+    ]
     if toy_pipeline(allow_untrained) is not None:
         cases.append(("toy-generator", lambda: toy_pipeline(allow_untrained), TOY_SPEC))
     prompts = toy_prompts(8, seed=1)
     for name, factory, spec in cases:
         for recipe in RECIPES:
             with tempfile.TemporaryDirectory() as tmp:
-                trainer = make_trainer(recipe, factory(), spec, redness(), tmp, prompts, num_updates=updates + 1)
+                trainer = make_trainer(
+                    recipe, factory(), spec, redness(), tmp, prompts, num_updates=updates + 1
+                )
                 history = trainer.train()
             seconds = statistics.median(m["time/update_s"] for m in history[1:])
             samples = 2 * (1 if recipe == "draft" else 4)
-            rows.append({"case": name, "recipe": recipe, "seconds_per_update": seconds, "samples_per_update": samples})
+            rows.append(
+                {"case": name, "recipe": recipe, "seconds_per_update": seconds, "samples_per_update": samples}
+            )
             print(f"{name:>14}  {recipe:>5}  {seconds:7.2f} s/update  ({samples} samples per update)")
     return rows
 
@@ -187,32 +213,58 @@ def toy_settings(recipe: str, lr: float | None = None) -> dict[str, Any]:
     return {
         # Flow-GRPO's log-probabilities are averaged over every latent element: on a model this small the gradients
         # (~1e-7) fall under AdamW's default epsilon, which would then scale the steps down.
-        "grpo": {"beta": 0.004, "clip_range": 1e-3, "learning_rate": lr, "optimizer_steps_per_update": 2,
-                 "adam_eps": 1e-12},
+        "grpo": {
+            "beta": 0.004,
+            "clip_range": 1e-3,
+            "learning_rate": lr,
+            "optimizer_steps_per_update": 2,
+            "adam_eps": 1e-12,
+        },
         "dpo": {"beta": 100.0, "learning_rate": lr, "train_timesteps": 2},
         "rwr": {"beta": 0.25, "learning_rate": lr, "train_timesteps": 2},
     }[recipe]
 
 
-def true_quality(pipe, reward: RewardFunction, prompts: list[str], seeds: list[int], spec: SamplingSpec) -> dict:
+def true_quality(
+    pipe, reward: RewardFunction, prompts: list[str], seeds: list[int], spec: SamplingSpec
+) -> dict:
     """Fresh samples of the (held-out) prompts with fixed seeds: mean reward and analyzer overall score."""
     call = pipeline_call_kwargs(pipe, spec)
     videos = []
     for start in range(0, len(prompts), 8):
         with torch.no_grad():
-            videos.append(pipe(prompts[start:start + 8], **call, generator=seeded_generators(seeds[start:start + 8]),
-                               output_type="pt").frames.float().clamp(0, 1))
+            videos.append(
+                pipe(
+                    prompts[start : start + 8],
+                    **call,
+                    generator=seeded_generators(seeds[start : start + 8]),
+                    output_type="pt",
+                )
+                .frames.float()
+                .clamp(0, 1)
+            )
     videos = torch.cat(videos)
     rewards = reward(videos, prompts, fps=None)
     quality = [analyze(v, p).overall for v, p in zip(videos, prompts)]
     return {"reward": float(rewards.mean()), "true_quality": float(sum(quality) / len(quality))}
 
 
-def bench_toy(updates: int, eval_every: int, descore: str | None, descore_mode: str, train_prompts: int,
-              eval_seeds: int, allow_untrained: bool, recipes: list[str], lr: float | None) -> list[dict[str, Any]]:
+def bench_toy(
+    updates: int,
+    eval_every: int,
+    descore: str | None,
+    descore_mode: str,
+    train_prompts: int,
+    eval_seeds: int,
+    allow_untrained: bool,
+    recipes: list[str],
+    lr: float | None,
+) -> list[dict[str, Any]]:
     if toy_pipeline(allow_untrained) is None:
-        print("toy world: the toy generator checkpoint is missing (train it with `descore toy train-generator`, "
-              "or pass --allow-untrained)")
+        print(
+            "toy world: the toy generator checkpoint is missing (train it with `descore toy train-generator`, "
+            "or pass --allow-untrained)"
+        )
         return []
     if descore:
         from descore.scoring import DeScore
@@ -228,51 +280,89 @@ def bench_toy(updates: int, eval_every: int, descore: str | None, descore_mode: 
     for recipe in recipes:
         pipe = toy_pipeline(allow_untrained)
         curve = [{"update": 0, **true_quality(pipe, reward, held_out, seeds, TOY_SPEC)}]
-        print(f"  {recipe} before: reward {curve[0]['reward']:.3f}, true_quality {curve[0]['true_quality']:.3f}")
+        print(
+            f"  {recipe} before: reward {curve[0]['reward']:.3f}, true_quality {curve[0]['true_quality']:.3f}"
+        )
 
         def evaluate(trainer, metrics, recipe=recipe, curve=curve):
-            point = {"update": metrics["update"], "train_reward": metrics["reward/mean"],
-                     "grad_norm": metrics["train/grad_norm"]}
+            point = {
+                "update": metrics["update"],
+                "train_reward": metrics["reward/mean"],
+                "grad_norm": metrics["train/grad_norm"],
+            }
             if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
                 point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))
             curve.append(point)
-            print(f"  {recipe} " + ", ".join(f"{k} {v:.3f}" if k != "update" else f"update {v}" for k, v in point.items()))
+            print(
+                f"  {recipe} "
+                + ", ".join(f"{k} {v:.3f}" if k != "update" else f"update {v}" for k, v in point.items())
+            )
 
         with tempfile.TemporaryDirectory() as tmp:
-            trainer = make_trainer(recipe, pipe, TOY_SPEC, reward, tmp, train, num_updates=updates,
-                                   prompts_per_update=4, **toy_settings(recipe, lr))
+            trainer = make_trainer(
+                recipe,
+                pipe,
+                TOY_SPEC,
+                reward,
+                tmp,
+                train,
+                num_updates=updates,
+                prompts_per_update=4,
+                **toy_settings(recipe, lr),
+            )
             trainer.train(callback=evaluate)
         before, after = curve[0], curve[-1]
         rows.append({"recipe": recipe, "before": before, "after": after, "curve": curve})
-    print(f"\ntoy world ({f'DeScore {descore_mode} {descore}' if descore else 'analyzer reward'}), {updates} updates, "
-          f"{train_prompts} prompts, true quality on {len(held_out)} fresh samples")
+    print(
+        f"\ntoy world ({f'DeScore {descore_mode} {descore}' if descore else 'analyzer reward'}), {updates} updates, "
+        f"{train_prompts} prompts, true quality on {len(held_out)} fresh samples"
+    )
     print(f"{'recipe':>6} | {'reward before':>13} {'after':>7} | {'true quality before':>19} {'after':>7}")
     for row in rows:
         b, a = row["before"], row["after"]
-        print(f"{row['recipe']:>6} | {b['reward']:13.3f} {a['reward']:7.3f} | {b['true_quality']:19.3f} "
-              f"{a['true_quality']:7.3f}")
+        print(
+            f"{row['recipe']:>6} | {b['reward']:13.3f} {a['reward']:7.3f} | {b['true_quality']:19.3f} "
+            f"{a['true_quality']:7.3f}"
+        )
     return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--sections", nargs="+", default=["rollout", "update", "toy"],
-                        choices=["rollout", "update", "toy"])
+    parser.add_argument(
+        "--sections", nargs="+", default=["rollout", "update", "toy"], choices=["rollout", "update", "toy"]
+    )
     parser.add_argument("--repeats", type=int, default=7)
     parser.add_argument("--batch", type=int, default=4, help="videos per rollout timing")
-    parser.add_argument("--steps", type=int, default=8, help="sampling steps of the tiny pipelines in the timing")
+    parser.add_argument(
+        "--steps", type=int, default=8, help="sampling steps of the tiny pipelines in the timing"
+    )
     parser.add_argument("--updates", type=int, default=8)
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--train-prompts", type=int, default=8, help="toy-world training prompts")
-    parser.add_argument("--eval-seeds", type=int, default=3, help="fresh samples per prompt in the evaluations")
-    parser.add_argument("--recipes", nargs="+", default=["grpo", "dpo", "rwr"], choices=["grpo", "dpo", "rwr"])
-    parser.add_argument("--lr", type=float, default=None,
-                        help="learning rate of the toy-world runs (default: per recipe, TOY_LEARNING_RATES)")
+    parser.add_argument(
+        "--eval-seeds", type=int, default=3, help="fresh samples per prompt in the evaluations"
+    )
+    parser.add_argument(
+        "--recipes", nargs="+", default=["grpo", "dpo", "rwr"], choices=["grpo", "dpo", "rwr"]
+    )
+    parser.add_argument(
+        "--lr",
+        type=float,
+        default=None,
+        help="learning rate of the toy-world runs (default: per recipe, TOY_LEARNING_RATES)",
+    )
     parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
-    parser.add_argument("--descore-mode", default="think", choices=["think", "think_free", "cascade"],
-                        help="how the DeScore reward scores (default think)")
+    parser.add_argument(
+        "--descore-mode",
+        default="think",
+        choices=["think", "think_free", "cascade"],
+        help="how the DeScore reward scores (default think)",
+    )
     parser.add_argument("--generator", type=Path, help="toy generator checkpoint (default: the shipped one)")
-    parser.add_argument("--allow-untrained", action="store_true", help="use the untrained toy generator if missing")
+    parser.add_argument(
+        "--allow-untrained", action="store_true", help="use the untrained toy generator if missing"
+    )
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--json", type=Path, help="write every number to this file")
     args = parser.parse_args()
@@ -289,8 +379,17 @@ def main() -> None:
         results["update"] = bench_updates(3, args.allow_untrained)
     if "toy" in args.sections:
         print("== toy world")
-        results["toy"] = bench_toy(args.updates, args.eval_every, args.descore, args.descore_mode, args.train_prompts, args.eval_seeds,
-                                   args.allow_untrained, args.recipes, args.lr)
+        results["toy"] = bench_toy(
+            args.updates,
+            args.eval_every,
+            args.descore,
+            args.descore_mode,
+            args.train_prompts,
+            args.eval_seeds,
+            args.allow_untrained,
+            args.recipes,
+            args.lr,
+        )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 

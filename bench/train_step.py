@@ -125,10 +125,21 @@ def run_stage2(size: str, out: Path, args: argparse.Namespace) -> dict[str, floa
     side = FRAME_SIDE[size]
     world = WorldConfig(num_frames=8, height=side, width=side, fps=4)
     pairs = build_dataset(
-        out / "data", 4 * args.stage2_pairs, seed=0, config=world, cot_style="brief", split_fractions=(1.0, 0.0, 0.0),
+        out / "data",
+        4 * args.stage2_pairs,
+        seed=0,
+        config=world,
+        cot_style="brief",
+        split_fractions=(1.0, 0.0, 0.0),
         progress=False,
     ).pair_files["train"]
-    sampling = {"fps": 4.0, "min_frames": 2, "max_frames": 8, "min_pixels": 32 * 32, "max_pixels": side * side}
+    sampling = {
+        "fps": 4.0,
+        "min_frames": 2,
+        "max_frames": 8,
+        "min_pixels": 32 * 32,
+        "max_pixels": side * side,
+    }
     torch.manual_seed(0)
     scorer = DeScore.from_backbone(
         build_qwen_vl("qwen3_vl", size, seed=0), build_qwen_vl_processor("qwen3_vl", size), sampling=sampling
@@ -152,7 +163,12 @@ def run_stage2(size: str, out: Path, args: argparse.Namespace) -> dict[str, floa
     rollout = statistics.median(h["rollout_seconds"] for h in history)
     rollouts = 2 * args.stage2_pairs * args.group_size
     tokens = statistics.median(h["cot_tokens"] for h in history) * rollouts
-    return {"s_per_step": seconds, "rollout_s": rollout, "update_s": seconds - rollout, "gen_tokens_per_s": tokens / rollout}
+    return {
+        "s_per_step": seconds,
+        "rollout_s": rollout,
+        "update_s": seconds - rollout,
+        "gen_tokens_per_s": tokens / rollout,
+    }
 
 
 def main() -> None:

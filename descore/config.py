@@ -113,7 +113,9 @@ class DeScoreConfig:
         if self.family not in SUPPORTED_FAMILIES:
             raise ConfigError(f"family must be one of {SUPPORTED_FAMILIES}, got {self.family!r}")
         if not self.query_token or self.query_token.strip() != self.query_token:
-            raise ConfigError(f"query_token must be a non-empty string without surrounding spaces, got {self.query_token!r}")
+            raise ConfigError(
+                f"query_token must be a non-empty string without surrounding spaces, got {self.query_token!r}"
+            )
         if not self.dimensions or len(set(self.dimensions)) != len(self.dimensions):
             raise ConfigError(f"dimensions must be a non-empty list of distinct names, got {self.dimensions}")
         if self.hidden_size < 1:

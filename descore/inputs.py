@@ -29,7 +29,9 @@ def control_tokens(tokenizer: Any, extra: Sequence[str] = ()) -> list[str]:
     return sorted(tokens | set(extra))
 
 
-def prompt_texts(tokenizer: Any, template: JudgeTemplate, prompts: Sequence[str], extra_control: Sequence[str] = ()) -> list[str]:
+def prompt_texts(
+    tokenizer: Any, template: JudgeTemplate, prompts: Sequence[str], extra_control: Sequence[str] = ()
+) -> list[str]:
     """The chat-formatted text of each judged prompt, ending with the assistant's generation prompt."""
     controls = control_tokens(tokenizer, extra_control)
     texts = []
@@ -54,7 +56,9 @@ def cot_token_ids(
         return list(tokenizer(text, add_special_tokens=False)["input_ids"])
     ids = cot.tolist() if isinstance(cot, torch.Tensor) else list(cot)
     if not all(isinstance(i, int) and 0 <= i < len(tokenizer) for i in ids):
-        raise ValueError("a chain of thought given as token ids must be a flat sequence of ids in the vocabulary")
+        raise ValueError(
+            "a chain of thought given as token ids must be a flat sequence of ids in the vocabulary"
+        )
     while ids and ids[-1] in end_ids:
         ids.pop()
     if tokenizer.convert_tokens_to_ids(query_token) in ids:
@@ -62,7 +66,9 @@ def cot_token_ids(
     return ids
 
 
-def append_suffixes(batch: dict[str, torch.Tensor], suffixes: Sequence[Sequence[int]], pad_id: int) -> dict[str, torch.Tensor]:
+def append_suffixes(
+    batch: dict[str, torch.Tensor], suffixes: Sequence[Sequence[int]], pad_id: int
+) -> dict[str, torch.Tensor]:
     """Append per-row token suffixes to a left-padded batch and re-pad it on the left.
 
     Suffix tokens are text (``mm_token_type_ids`` 0). Per-video tensors (pixels, grids) are passed through.
@@ -73,7 +79,11 @@ def append_suffixes(batch: dict[str, torch.Tensor], suffixes: Sequence[Sequence[
     for r, suffix in enumerate(suffixes):
         keep = mask[r].bool()
         suffix_t = torch.tensor(list(suffix), dtype=ids.dtype, device=ids.device)
-        row_types = None if types is None else torch.cat([types[r][keep], torch.zeros_like(suffix_t, dtype=types.dtype)])
+        row_types = (
+            None
+            if types is None
+            else torch.cat([types[r][keep], torch.zeros_like(suffix_t, dtype=types.dtype)])
+        )
         rows.append((torch.cat([ids[r][keep], suffix_t]), row_types))
     length = max(len(r[0]) for r in rows)
     out = dict(batch)

@@ -78,7 +78,9 @@ def load_backbone(path: str | os.PathLike, **load_kwargs: Any) -> nn.Module:
             problems.append(f"{kind.replace('_', ' ')}: {shown}")
     problems += list(info.get("error_msgs", ()))
     if problems:
-        raise CheckpointError(f"{path}: backbone checkpoint does not match its config; " + "; ".join(problems))
+        raise CheckpointError(
+            f"{path}: backbone checkpoint does not match its config; " + "; ".join(problems)
+        )
     return model
 
 
@@ -137,7 +139,9 @@ class DeScoreModel(nn.Module):
             backbone.resize_token_embeddings(len(tokenizer), mean_resizing=False)
             embeddings = backbone.get_input_embeddings()
         with torch.no_grad():
-            embeddings.weight[query_id] = embeddings.weight[:query_id].float().mean(0).to(embeddings.weight.dtype)
+            embeddings.weight[query_id] = (
+                embeddings.weight[:query_id].float().mean(0).to(embeddings.weight.dtype)
+            )
         model = cls(config, backbone, query_id)
         generator = None if seed is None else torch.Generator().manual_seed(seed)
         with torch.no_grad():
@@ -175,7 +179,9 @@ class DeScoreModel(nn.Module):
             )
         head_state = load_file(str(head_path))
         if set(head_state) != {HEAD_KEY}:
-            raise CheckpointError(f"{head_path}: expected exactly the tensor {HEAD_KEY!r}, found {sorted(head_state)}")
+            raise CheckpointError(
+                f"{head_path}: expected exactly the tensor {HEAD_KEY!r}, found {sorted(head_state)}"
+            )
         weight = head_state[HEAD_KEY]
         expected = (len(config.dimensions), config.hidden_size)
         if tuple(weight.shape) != expected:

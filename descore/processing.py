@@ -254,7 +254,11 @@ class QwenVLProcessor:
         data: dict[str, Any] = {}
         if videos:
             video_inputs = self.video_processor(
-                videos, quantize=quantize, min_pixels=min_pixels, max_pixels=max_pixels, per_frame=per_frame_budget
+                videos,
+                quantize=quantize,
+                min_pixels=min_pixels,
+                max_pixels=max_pixels,
+                per_frame=per_frame_budget,
             )
             timestamps, fps = self._video_times(videos, video_timestamps, video_fps)
             grids = video_inputs["video_grid_thw"]

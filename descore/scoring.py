@@ -102,11 +102,17 @@ class DeScore:
 
         path = Path(path)
         if not path.is_dir():
-            raise CheckpointError(f"{path}: not a directory; a DeScore checkpoint is a folder written by save_pretrained")
+            raise CheckpointError(
+                f"{path}: not a directory; a DeScore checkpoint is a folder written by save_pretrained"
+            )
         config = DeScoreConfig.load(path)
         processor = QwenVLProcessor.from_pretrained(path)
         query_id = processor.tokenizer.convert_tokens_to_ids(config.query_token)
-        if query_id is None or query_id == processor.tokenizer.unk_token_id or config.query_token not in processor.tokenizer.get_vocab():
+        if (
+            query_id is None
+            or query_id == processor.tokenizer.unk_token_id
+            or config.query_token not in processor.tokenizer.get_vocab()
+        ):
             raise CheckpointError(f"{path}: the tokenizer has no query token {config.query_token!r}")
         model = DeScoreModel.from_pretrained(path, query_token_id=query_id, **load_kwargs)
         return cls(model, processor)
@@ -119,7 +125,9 @@ class DeScore:
         return cls(model, processor)
 
     @classmethod
-    def from_base_model(cls, path: str | os.PathLike, config: dict[str, Any] | None = None, **load_kwargs: Any) -> DeScore:
+    def from_base_model(
+        cls, path: str | os.PathLike, config: dict[str, Any] | None = None, **load_kwargs: Any
+    ) -> DeScore:
         """Start a new DeScore model from a base Qwen-VL checkpoint (a local folder or, where a hub is reachable, an
         id such as ``Qwen/Qwen3-VL-8B-Instruct``). The backbone is loaded strictly; ``config`` sets DeScoreConfig
         fields (query token, dimensions, sampling, ...); ``load_kwargs`` go to the backbone's ``from_pretrained``."""
@@ -169,7 +177,9 @@ class DeScore:
         """
         videos, prompts, cot_list, fps_list = self._check_arguments(videos, prompts, cots, video_fps)
         if differentiable and think and cots is None:
-            raise ValueError("differentiable scoring cannot generate a chain of thought: pass think=False or cots=")
+            raise ValueError(
+                "differentiable scoring cannot generate a chain of thought: pass think=False or cots="
+            )
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         use_cots = cots is not None
@@ -178,7 +188,9 @@ class DeScore:
 
         grad_ctx = contextlib.nullcontext() if differentiable else torch.inference_mode()
         with grad_ctx:
-            items, index = self._prepare(videos, prompts, cot_list, fps_list, settings, dedupe=not differentiable)
+            items, index = self._prepare(
+                videos, prompts, cot_list, fps_list, settings, dedupe=not differentiable
+            )
             batches = [items[i : i + batch_size] for i in range(0, len(items), batch_size)]
             show = progress if progress is not None else len(batches) > 1
             rewards, cot_ids = [], []
@@ -194,7 +206,9 @@ class DeScore:
         raw = self._normalise(raw)
         has_cot = mode_think or use_cots
         ids_out = [list(cot_ids[i]) if has_cot else None for i in index]
-        cots_out = [None if ids is None else self.tokenizer.decode(ids, skip_special_tokens=True) for ids in ids_out]
+        cots_out = [
+            None if ids is None else self.tokenizer.decode(ids, skip_special_tokens=True) for ids in ids_out
+        ]
         return ScoreOutput(
             rewards=raw[:, 0],
             rewards_by_dimension={d: raw[:, k] for k, d in enumerate(self.config.dimensions)},
@@ -206,7 +220,13 @@ class DeScore:
         )
 
     def compare(
-        self, video_a: VideoInput, video_b: VideoInput, prompt: str, *, tie_threshold: float = 0.0, **score_kwargs: Any
+        self,
+        video_a: VideoInput,
+        video_b: VideoInput,
+        prompt: str,
+        *,
+        tie_threshold: float = 0.0,
+        **score_kwargs: Any,
     ) -> Comparison:
         """Which of two videos better realises ``prompt``: "A", "B", or "tie" when the rewards differ by at most
         ``tie_threshold``."""
@@ -229,7 +249,9 @@ class DeScore:
             prompts = [prompts] * len(videos)
         prompts = list(prompts)
         if len(prompts) != len(videos):
-            raise ValueError(f"got {len(videos)} videos but {len(prompts)} prompts; give one prompt per video")
+            raise ValueError(
+                f"got {len(videos)} videos but {len(prompts)} prompts; give one prompt per video"
+            )
         for i, p in enumerate(prompts):
             if not isinstance(p, str) or not p.strip():
                 raise ValueError(f"prompt {i} must be a non-empty string, got {p!r}")
@@ -265,7 +287,11 @@ class DeScore:
         return settings
 
     def load_video(
-        self, source: VideoInput, fps: float | None = None, settings: SamplingConfig | None = None, position: int = 0
+        self,
+        source: VideoInput,
+        fps: float | None = None,
+        settings: SamplingConfig | None = None,
+        position: int = 0,
     ) -> Video:
         """Read or normalise one video and sample it under ``settings``.
 
@@ -276,7 +302,9 @@ class DeScore:
         settings = settings or self.config.sampling
         is_path = isinstance(source, (str, os.PathLike))
         name = str(source) if is_path else f"<video {position}>"
-        known_rate = is_path or fps is not None or (isinstance(source, Video) and source.source_fps is not None)
+        known_rate = (
+            is_path or fps is not None or (isinstance(source, Video) and source.source_fps is not None)
+        )
         try:
             video = load_video(
                 source,
@@ -303,10 +331,17 @@ class DeScore:
         keys: dict[Any, int] = {}
         index: list[int] = []
         for i, (source, prompt, cot, fps) in enumerate(zip(videos, prompts, cots, fps_list)):
-            video_key = (str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else id(source), fps)
+            video_key = (
+                str(Path(source).resolve()) if isinstance(source, (str, os.PathLike)) else id(source),
+                fps,
+            )
             if video_key not in loaded or not dedupe:
                 loaded[video_key] = self.load_video(source, fps, settings, i)
-            cot_ids = None if cot is None else cot_token_ids(self.tokenizer, cot, self.config.query_token, self._eos_ids())
+            cot_ids = (
+                None
+                if cot is None
+                else cot_token_ids(self.tokenizer, cot, self.config.query_token, self._eos_ids())
+            )
             key = (video_key, prompt, None if cot_ids is None else tuple(cot_ids))
             if dedupe and key in keys:
                 index.append(keys[key])
@@ -374,7 +409,9 @@ class DeScore:
         """
         prompt_mask = prompt_inputs["attention_mask"].bool()
         batch_size = sequences.shape[0]
-        query = torch.full((batch_size, 1), self.model.query_token_id, dtype=sequences.dtype, device=sequences.device)
+        query = torch.full(
+            (batch_size, 1), self.model.query_token_id, dtype=sequences.dtype, device=sequences.device
+        )
         new_tokens = torch.cat([sequences[:, -1:], query], dim=1)
         mask = torch.cat([prompt_mask, cot_mask, torch.ones_like(query, dtype=torch.bool)], dim=1)
         if cache.get_seq_length() != mask.shape[1] - 2:
@@ -384,7 +421,11 @@ class DeScore:
         text_pos = (mask.long().cumsum(-1) - 1).clamp(min=0)[:, -2:]
         positions = (text_pos + self._rope_deltas(prompt_inputs)).unsqueeze(0).expand(3, -1, -1)
         outputs = self.model.backbone.model(
-            input_ids=new_tokens, attention_mask=mask.long(), position_ids=positions, cache=cache, use_cache=True
+            input_ids=new_tokens,
+            attention_mask=mask.long(),
+            position_ids=positions,
+            cache=cache,
+            use_cache=True,
         )
         return self.model.head(outputs.last_hidden_state[:, -1]).float()
 

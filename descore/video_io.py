@@ -556,6 +556,7 @@ class _RGBConverter:
 
     def __init__(self) -> None:
         import av
+
         self._reformatter = av.video.reformatter.VideoReformatter()
 
     def __call__(self, frame: av.VideoFrame) -> np.ndarray:
@@ -615,6 +616,7 @@ def _decode(
 ) -> dict[int, np.ndarray]:
     """Decode the frames at the given positions; returns PTS -> (H, W, 3) uint8 for those it could decode."""
     import av
+
     wanted = sorted({index.pts[k] for k in positions})
     seekable = (
         index.codec in _SEEKABLE_CODECS and bool(index.keyframe_pts) and index.keyframe_pts[0] == index.pts[0]
@@ -671,6 +673,7 @@ def _read_with_pyav(
     strategy: Strategy,
 ) -> Video:
     import av
+
     try:
         container = av.open(str(path), metadata_errors="ignore")
     except av.FFmpegError as err:
@@ -960,6 +963,7 @@ def _encode_all(
 
 def _rgb_frames(arrays: np.ndarray) -> Iterator[av.VideoFrame]:
     import av
+
     for k, array in enumerate(arrays):
         frame = av.VideoFrame.from_ndarray(array, format="rgb24")
         frame.pts = k
@@ -978,6 +982,7 @@ def _write_encoded(
     """H.264 (mp4, mov, mkv) or VP9 (webm) in yuv420p, or lossless H.264 in RGB (``libx264rgb``, crf 0); no B-frames,
     a keyframe every ``keyframe_interval`` frames."""
     import av
+
     height, width = arrays.shape[1:3]
     container_options = {"movflags": "+faststart"} if path.suffix.lower() in (".mp4", ".mov") else {}
     with av.open(str(path), "w", options=container_options) as container:
@@ -1008,6 +1013,7 @@ def _write_encoded(
 def _palette_frames(arrays: np.ndarray, fps: float) -> Iterator[av.VideoFrame]:
     """Each frame quantised to its own 256 colours (median cut, no dithering), stamped in hundredths of a second."""
     import av
+
     for k, array in enumerate(arrays):
         quantized = Image.fromarray(array).quantize(
             256, method=Image.Quantize.MEDIANCUT, dither=Image.Dither.NONE
@@ -1031,6 +1037,7 @@ def _write_gif(arrays: np.ndarray, path: Path, fps: float) -> None:
     while single delays vary by 1 cs (24 fps -> 4, 4, 4, 5, ... cs).
     """
     import av
+
     if fps > 50:
         logger.warning(
             "%s: browsers slow GIFs above 50 fps down to 10 fps; writing %.4g fps anyway", path, fps
@@ -1072,6 +1079,7 @@ def write_video(
     data whose labels were measured on the raw frames). The file appears only once complete.
     """
     import av
+
     path = Path(path)
     _check_positive("fps", fps)
     _check_count("keyframe_interval", keyframe_interval)

@@ -57,7 +57,10 @@ LORA_DIR = "lora"
 
 def derived_seed(*parts: int | str) -> int:
     """A 63-bit seed from a tuple of integers and names (stable across runs and platforms)."""
-    words = [p if isinstance(p, int) else int.from_bytes(str(p).encode()[:8].ljust(8, b"\0"), "little") for p in parts]
+    words = [
+        p if isinstance(p, int) else int.from_bytes(str(p).encode()[:8].ljust(8, b"\0"), "little")
+        for p in parts
+    ]
     return int(np.random.SeedSequence(words).generate_state(2, dtype=np.uint64)[0] >> np.uint64(1))
 
 
@@ -82,7 +85,9 @@ class JSONLTracker(GeneralTracker):
 
     def store_init_configuration(self, values: dict) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.path.with_name("config.json").write_text(json.dumps(values, indent=2, sort_keys=True, default=str))
+        self.path.with_name("config.json").write_text(
+            json.dumps(values, indent=2, sort_keys=True, default=str)
+        )
 
     def log(self, values: dict, step: int | None = None, **kwargs: Any) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -139,7 +144,9 @@ class RecipeTrainer:
         accelerator: Accelerator | None = None,
     ):
         if not isinstance(config, self.config_class):
-            raise ConfigError(f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}")
+            raise ConfigError(
+                f"{type(self).__name__} needs a {self.config_class.__name__}, got {type(config).__name__}"
+            )
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.validate()
@@ -299,7 +306,10 @@ class RecipeTrainer:
         """Reward mean/std over all processes and the mean within-group std (how much GRPO has to compare)."""
         everything = self.accelerator.gather(samples.rewards.to(self.accelerator.device)).float()
         group_std = torch.stack(
-            [samples.rewards[samples.group_ids == g].std(unbiased=False) for g in torch.unique(samples.group_ids)]
+            [
+                samples.rewards[samples.group_ids == g].std(unbiased=False)
+                for g in torch.unique(samples.group_ids)
+            ]
         )
         return {
             "reward/mean": float(everything.mean()),
@@ -315,7 +325,11 @@ class RecipeTrainer:
                 if param.grad is not None:
                     param.grad = self.accelerator.reduce(param.grad, reduction="mean")
         grads = [p.grad for p in self.params if p.grad is not None]
-        norm = torch.norm(torch.stack([g.detach().float().norm() for g in grads])) if grads else torch.tensor(0.0)
+        norm = (
+            torch.norm(torch.stack([g.detach().float().norm() for g in grads]))
+            if grads
+            else torch.tensor(0.0)
+        )
         if self.config.max_grad_norm > 0 and grads:
             torch.nn.utils.clip_grad_norm_(self.params, self.config.max_grad_norm)
         lr = self.lr_scheduler.get_last_lr()[0]
@@ -331,7 +345,9 @@ class RecipeTrainer:
         raise NotImplementedError
 
     # ------------------------------------------------------------------------------------------ loop and bookkeeping
-    def train(self, callback: Callable[[RecipeTrainer, dict[str, Any]], None] | None = None) -> list[dict[str, Any]]:
+    def train(
+        self, callback: Callable[[RecipeTrainer, dict[str, Any]], None] | None = None
+    ) -> list[dict[str, Any]]:
         """Run the remaining updates; returns the metric history (one dict per update).
 
         ``callback(trainer, metrics)`` runs after each update (before its checkpoint), e.g. for an evaluation; keys
@@ -358,7 +374,9 @@ class RecipeTrainer:
             bar.set_postfix(reward=f"{metrics.get('reward/mean', float('nan')):.4g}")
             if config.sample_every and self.update % config.sample_every == 0:
                 self.save_samples()
-            if (config.checkpoint_every and self.update % config.checkpoint_every == 0) or self.update == config.num_updates:
+            if (
+                config.checkpoint_every and self.update % config.checkpoint_every == 0
+            ) or self.update == config.num_updates:
                 self.save_checkpoint()
         self.save_final_lora()
         self.accelerator.end_training()
@@ -381,11 +399,15 @@ class RecipeTrainer:
         folder.mkdir(parents=True, exist_ok=True)
         call = pipeline_call_kwargs(self.pipe, self.config.sampling)
         generators = seeded_generators(
-            [derived_seed(self.config.seed, "eval", i) for i in range(len(self.eval_prompts))], self.accelerator.device
+            [derived_seed(self.config.seed, "eval", i) for i in range(len(self.eval_prompts))],
+            self.accelerator.device,
         )
         with self.averaged_weights(), self.accelerator.autocast():
             videos = self.pipe(self.eval_prompts, **call, generator=generators, output_type="pt").frames
-        paths = [write_video(video.float().cpu(), folder / f"{i:02d}.mp4", fps=self.fps) for i, video in enumerate(videos)]
+        paths = [
+            write_video(video.float().cpu(), folder / f"{i:02d}.mp4", fps=self.fps)
+            for i, video in enumerate(videos)
+        ]
         (folder / "prompts.json").write_text(json.dumps(self.eval_prompts, indent=2))
         return paths
 
@@ -408,9 +430,13 @@ class RecipeTrainer:
         path = latest_checkpoint(self.output_dir)
         if path is None:
             return
-        state = load_checkpoint(path, model=self._checkpoint_model, optimizer=self.optimizer, scheduler=self.lr_scheduler)
+        state = load_checkpoint(
+            path, model=self._checkpoint_model, optimizer=self.optimizer, scheduler=self.lr_scheduler
+        )
         if state.get("recipe") != self.name:
-            raise ConfigError(f"{path}: a {state.get('recipe')!r} checkpoint cannot resume a {self.name!r} run")
+            raise ConfigError(
+                f"{path}: a {state.get('recipe')!r} checkpoint cannot resume a {self.name!r} run"
+            )
         self.update = int(state["update"])
         self.history = list(state["history"])
         if self.accelerator.is_main_process:
@@ -438,12 +464,19 @@ class RecipeTrainer:
         )
         parser.add_argument("--config", required=True, help="YAML config file")
         parser.add_argument("--example", help="name of one config in a file of several")
-        parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                            help="override a field (dotted for sections, e.g. lora.rank=8)")
+        parser.add_argument(
+            "--set",
+            action="append",
+            default=[],
+            metavar="KEY=VALUE",
+            help="override a field (dotted for sections, e.g. lora.rank=8)",
+        )
         args = parser.parse_args(argv)
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
         try:
-            config = load_config(cls.config_class, args.config, example=args.example, overrides=parse_overrides(args.set))
+            config = load_config(
+                cls.config_class, args.config, example=args.example, overrides=parse_overrides(args.set)
+            )
             trainer = cls(config)
             history = trainer.train()
         except ConfigError as err:

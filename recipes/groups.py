@@ -17,7 +17,12 @@ def _groups(group_ids: torch.Tensor) -> list[torch.Tensor]:
 
 
 def group_advantages(
-    rewards: torch.Tensor, group_ids: torch.Tensor, *, eps: float = 1e-4, clip: float = 5.0, global_std: bool = False
+    rewards: torch.Tensor,
+    group_ids: torch.Tensor,
+    *,
+    eps: float = 1e-4,
+    clip: float = 5.0,
+    global_std: bool = False,
 ) -> torch.Tensor:
     """GRPO advantages ``(r - mean_group) / (std_group + eps)``, clipped to ``+-clip``.
 

@@ -41,7 +41,12 @@ def noisy_batch(context: SampleContext, x0: torch.Tensor, noise: torch.Tensor, u
         s = u.float().to(x0.device)
         latents = (1 - s.view(view)) * x0 + s.view(view) * noise
         return NoisyBatch(latents, s * schedule.num_train_timesteps, noise - x0)
-    steps = (u.float() * (schedule.num_train_timesteps - 1)).round().long().clamp(0, schedule.num_train_timesteps - 1)
+    steps = (
+        (u.float() * (schedule.num_train_timesteps - 1))
+        .round()
+        .long()
+        .clamp(0, schedule.num_train_timesteps - 1)
+    )
     alphas = schedule.alphas_cumprod[steps].float().to(x0.device).view(view)
     latents = alphas.sqrt() * x0 + (1 - alphas).sqrt() * noise
     if schedule.prediction_type == "v_prediction":
@@ -69,7 +74,9 @@ def conditional_prediction(
     for module in {id(e): e for e in experts}.values():
         index = torch.tensor([i for i, e in enumerate(experts) if e is module], device=latents.device)
         part = conditioning.select(index)
-        out[index] = family.forward(module, latents[index], timesteps[index], part.positive, context.static).float()
+        out[index] = family.forward(
+            module, latents[index], timesteps[index], part.positive, context.static
+        ).float()
     return out
 
 

@@ -175,8 +175,10 @@ class ToyDeScoreRecipe:
             raise ConfigError(f"export_stage must be stage1 or stage2, got {self.export_stage!r}")
         if self.cot_style not in COT_STYLES:
             raise ConfigError(f"cot_style must be one of {', '.join(COT_STYLES)}, got {self.cot_style!r}")
-        if isinstance(self.generated_prompts, bool) or not isinstance(self.generated_prompts, int) or (
-            self.generated_prompts < 0
+        if (
+            isinstance(self.generated_prompts, bool)
+            or not isinstance(self.generated_prompts, int)
+            or (self.generated_prompts < 0)
         ):
             raise ConfigError(
                 f"generated_prompts (--generated-prompts) must be an integer >= 0, got {self.generated_prompts!r}"

@@ -256,7 +256,9 @@ def test_config_is_checked(tmp_path):
     with pytest.raises(ConfigError, match="multiple of mini_batches"):
         DualRLConfig(train_file="a.csv", output_dir="out", pairs_per_step=3, mini_batches=2)
     with pytest.raises(ConfigError, match="micro_batch_pairs"):
-        DualRLConfig(train_file="a.csv", output_dir="out", pairs_per_step=8, mini_batches=2, micro_batch_pairs=3)
+        DualRLConfig(
+            train_file="a.csv", output_dir="out", pairs_per_step=8, mini_batches=2, micro_batch_pairs=3
+        )
     with pytest.raises(ConfigError, match="length_values"):
         DualRLConfig(train_file="a.csv", output_dir="out", length_values=[0.0, 1.0])
     good = tmp_path / "rl.yaml"

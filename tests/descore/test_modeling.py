@@ -129,10 +129,15 @@ def test_cli_score_and_compare(saved, tmp_path, capsys):
     expected = scorer.score(files, PROMPTS[0], think=False).rewards
     assert [r["video"] for r in rows] == files
     assert torch.allclose(torch.tensor([r["reward"] for r in rows]), expected, atol=1e-6)
-    assert main(["compare", *files, "--prompt", PROMPTS[0], "--model", str(path), "--no-think", "--json"]) == 0
+    assert (
+        main(["compare", *files, "--prompt", PROMPTS[0], "--model", str(path), "--no-think", "--json"]) == 0
+    )
     result = json.loads(capsys.readouterr().out)
     assert result["preferred"] == ("A" if expected[0] > expected[1] else "B")
-    assert main(["score", str(tmp_path / "missing.mp4"), "--prompt", "x", "--model", str(path), "--no-think"]) == 2
+    assert (
+        main(["score", str(tmp_path / "missing.mp4"), "--prompt", "x", "--model", str(path), "--no-think"])
+        == 2
+    )
     assert "missing.mp4" in capsys.readouterr().err
 
 
@@ -141,7 +146,10 @@ def test_new_model_from_a_saved_base_checkpoint(tmp_path):
 
     base = save_qwen_vl(tmp_path / "base", "qwen2_5_vl", "tiny", seed=1)
     torch.manual_seed(0)
-    scorer = DeScore.from_base_model(base, config={"dimensions": ["overall", "subject"], "sampling": {"min_pixels": 784, "max_pixels": 56 * 56}})
+    scorer = DeScore.from_base_model(
+        base,
+        config={"dimensions": ["overall", "subject"], "sampling": {"min_pixels": 784, "max_pixels": 56 * 56}},
+    )
     assert scorer.config.family == "qwen2_5_vl" and scorer.config.backbone == str(base)
     assert scorer.tokenizer.convert_tokens_to_ids(scorer.config.query_token) == scorer.model.query_token_id
     out = scorer.score(VIDEOS[:2], PROMPTS[:2], think=False)

@@ -17,7 +17,10 @@ FAMILIES = ["qwen3_vl", "qwen2_5_vl"]
 def make_scorer(family: str, seed: int = 0, **config) -> DeScore:
     backbone = build_qwen_vl(family, "tiny", seed=seed)
     processor = build_qwen_vl_processor(family, "tiny")
-    config.setdefault("sampling", {"fps": 2.0, "min_frames": 2, "max_frames": 16, "min_pixels": 32 * 32, "max_pixels": 64 * 64})
+    config.setdefault(
+        "sampling",
+        {"fps": 2.0, "min_frames": 2, "max_frames": 16, "min_pixels": 32 * 32, "max_pixels": 64 * 64},
+    )
     config.setdefault("generation", {"max_new_tokens": 12, "repetition_penalty": 1.05})
     return DeScore.from_backbone(backbone, processor, seed=seed, **config)
 
@@ -33,17 +36,22 @@ def video(num_frames: int, seed: int, size: int = 64) -> torch.Tensor:
 
 
 VIDEOS = [video(4, 1), video(6, 2), video(4, 3, size=48)]
-PROMPTS = ["a red circle moving left", "a blue square on a gray background", "a green bar moving up, static camera"]
+PROMPTS = [
+    "a red circle moving left",
+    "a blue square on a gray background",
+    "a green bar moving up, static camera",
+]
 
 
 def test_kv_cache_reward_equals_full_recompute_single_and_batched(scorer):
     think = scorer.score(VIDEOS, PROMPTS, think=True, batch_size=3)
     assert all(ids is not None for ids in think.cot_token_ids)
     recompute = scorer.score(VIDEOS, PROMPTS, cots=think.cot_token_ids, batch_size=3)
-    assert torch.allclose(think.rewards, recompute.rewards, atol=1e-5, rtol=0), (think.rewards, recompute.rewards)
-    one_by_one = torch.stack(
-        [scorer.score([v], [p], think=True).rewards[0] for v, p in zip(VIDEOS, PROMPTS)]
+    assert torch.allclose(think.rewards, recompute.rewards, atol=1e-5, rtol=0), (
+        think.rewards,
+        recompute.rewards,
     )
+    one_by_one = torch.stack([scorer.score([v], [p], think=True).rewards[0] for v, p in zip(VIDEOS, PROMPTS)])
     assert torch.allclose(think.rewards, one_by_one, atol=1e-5, rtol=0)
 
 
@@ -52,10 +60,7 @@ def test_kv_cache_with_rows_that_stop_early(scorer):
     first = scorer.score(VIDEOS, PROMPTS, think=True, batch_size=3).cot_token_ids
     # an end-of-sequence token that one row emits early and another row never emits
     stop, row = next(
-        (tok, r)
-        for r, ids in enumerate(first)
-        for tok in ids[1:]
-        if any(tok not in other for other in first)
+        (tok, r) for r, ids in enumerate(first) for tok in ids[1:] if any(tok not in other for other in first)
     )
     out = scorer.score(VIDEOS, PROMPTS, think=True, batch_size=3, generation={"eos_token_id": [stop]})
     lengths = [len(ids) for ids in out.cot_token_ids]
@@ -78,16 +83,31 @@ def test_think_free_equals_manual_full_forward(scorer):
     out = scorer.score(VIDEOS, PROMPTS, think=False)
     assert out.cots == [None] * 3
     for i in range(3):
-        text = scorer.processor.tokenizer.apply_chat_template(
-            [{"role": "user", "content": [{"type": "video"}, {"type": "text", "text": _instruction(scorer, PROMPTS[i])}]}],
-            tokenize=False,
-            add_generation_prompt=True,
-        ) + scorer.config.query_token
+        text = (
+            scorer.processor.tokenizer.apply_chat_template(
+                [
+                    {
+                        "role": "user",
+                        "content": [
+                            {"type": "video"},
+                            {"type": "text", "text": _instruction(scorer, PROMPTS[i])},
+                        ],
+                    }
+                ],
+                tokenize=False,
+                add_generation_prompt=True,
+            )
+            + scorer.config.query_token
+        )
         frames = VIDEOS[i]
         timestamps = torch.arange(frames.shape[0], dtype=torch.float64) / scorer.config.sampling.fps
         inputs = scorer.processor(
-            text=[text], videos=[frames], video_timestamps=[timestamps],
-            min_pixels=scorer.config.sampling.min_pixels, max_pixels=scorer.config.sampling.max_pixels, per_frame_budget=True,
+            text=[text],
+            videos=[frames],
+            video_timestamps=[timestamps],
+            min_pixels=scorer.config.sampling.min_pixels,
+            max_pixels=scorer.config.sampling.max_pixels,
+            per_frame_budget=True,
         )
         with torch.no_grad():
             hidden = scorer.model.backbone(**inputs, output_hidden_states=True).hidden_states[-1][0, -1]

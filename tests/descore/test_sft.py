@@ -206,7 +206,9 @@ def test_the_vision_tower_learns_at_its_own_rate(toy, tmp_path):
     make_trainable(scorer, cfg)
     language, vision = make_adamw(cfg, scorer.model, separate_head=False).param_groups
     assert (language["lr"], vision["lr"]) == (5e-3, 1e-4)
-    assert {id(p) for p in vision["params"]} == {id(p) for p in scorer.model.backbone.model.visual.parameters()}
+    assert {id(p) for p in vision["params"]} == {
+        id(p) for p in scorer.model.backbone.model.visual.parameters()
+    }
     with pytest.raises(ConfigError, match="vision_learning_rate"):
         config(toy, tmp_path, vision_learning_rate=0.0)
 

@@ -301,7 +301,9 @@ def test_write_errors(tmp_path: Path) -> None:
         write_video(frames, tmp_path / "clip.mp4", fps=0)
     with pytest.raises(ConfigError, match="100 frames per second"):
         write_video(frames, tmp_path / "clip.gif", fps=120)
-    with pytest.raises(ConfigError, match=r"lossless writing is available for \['.mkv', '.mov', '.mp4'\], not '.webm'"):
+    with pytest.raises(
+        ConfigError, match=r"lossless writing is available for \['.mkv', '.mov', '.mp4'\], not '.webm'"
+    ):
         write_video(frames, tmp_path / "clip.webm", fps=8, lossless=True)
     with pytest.raises(ConfigError, match="lossless writing uses crf 0; got crf=18"):
         write_video(frames, tmp_path / "clip.mp4", fps=8, lossless=True, crf=18)

@@ -343,7 +343,9 @@ def test_the_shipped_toy_checkpoints_rerank_with_a_rationale():
     assert out.frames.shape == (1, WORLD.num_frames, 3, WORLD.height, WORLD.width)
     assert out.winners == [int(out.rewards[0].argmax())]
     assert parse_answer(out.cots[0][out.winners[0]]) is not None
-    plain = pipe.video_pipeline(prompt, generator=seeded(out.seeds[0][out.winners[0]]), output_type="pt", **call)
+    plain = pipe.video_pipeline(
+        prompt, generator=seeded(out.seeds[0][out.winners[0]]), output_type="pt", **call
+    )
     assert torch.equal(plain.frames, out.frames)
 
 
@@ -361,8 +363,15 @@ def test_guidance_raises_the_toy_descore_reward_on_the_shipped_toy_generator():
     for seed, prompt in enumerate(toy_prompts(3, seed=21)):
         rewards = [
             float(
-                pipe(prompt, seeds=[seed], think=False, guidance=guidance, output_type="pt", fps=fps,
-                     **TOY_GENERATOR_CALL).rewards[0, 0]
+                pipe(
+                    prompt,
+                    seeds=[seed],
+                    think=False,
+                    guidance=guidance,
+                    output_type="pt",
+                    fps=fps,
+                    **TOY_GENERATOR_CALL,
+                ).rewards[0, 0]
             )
             for guidance in (None, GUIDANCE)
         ]

@@ -15,9 +15,13 @@ def test_group_advantages_are_normalised_within_groups_and_clipped():
     std = torch.tensor([1.0, 2.0, 3.0]).std(unbiased=False)
     assert torch.allclose(adv[:3], torch.tensor([-1.0, 0.0, 1.0]) / (std + 1e-4))
     assert torch.equal(adv[3:], torch.zeros(3))  # a tied group teaches nothing
-    assert group_advantages(torch.tensor([0.0, 1.0]), torch.tensor([0, 0]), eps=0.0, clip=0.5).abs().max() == 0.5
+    assert (
+        group_advantages(torch.tensor([0.0, 1.0]), torch.tensor([0, 0]), eps=0.0, clip=0.5).abs().max() == 0.5
+    )
     global_adv = group_advantages(REWARDS, GROUPS, global_std=True)
-    assert torch.allclose(global_adv[:3], torch.tensor([-1.0, 0.0, 1.0]) / (REWARDS.std(unbiased=False) + 1e-4))
+    assert torch.allclose(
+        global_adv[:3], torch.tensor([-1.0, 0.0, 1.0]) / (REWARDS.std(unbiased=False) + 1e-4)
+    )
     with pytest.raises(ConfigError, match="at least 2"):
         group_advantages(torch.tensor([1.0, 2.0]), torch.tensor([0, 1]))
 
@@ -26,7 +30,9 @@ def test_softmax_and_best_of_group_weights():
     weights = group_softmax_weights(REWARDS, GROUPS, beta=1.0)
     assert torch.allclose(weights[:3], torch.softmax(REWARDS[:3], 0) * 3)
     assert torch.allclose(weights[3:], torch.ones(3))
-    assert torch.allclose(group_softmax_weights(REWARDS, GROUPS, beta=1e-3)[:3], torch.tensor([0.0, 0.0, 3.0]))
+    assert torch.allclose(
+        group_softmax_weights(REWARDS, GROUPS, beta=1e-3)[:3], torch.tensor([0.0, 0.0, 3.0])
+    )
     assert torch.equal(best_of_group_weights(REWARDS, GROUPS), torch.tensor([0.0, 0.0, 3.0, 3.0, 0.0, 0.0]))
     with pytest.raises(ConfigError, match="beta"):
         group_softmax_weights(REWARDS, GROUPS, beta=0.0)

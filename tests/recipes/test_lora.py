@@ -19,7 +19,12 @@ from toyworld.tiny_models.video_pipelines import PIPELINE_CALL_DEFAULTS
 
 
 def _sample(pipe, family):
-    return pipe(["a red circle"], **PIPELINE_CALL_DEFAULTS[family], generator=seeded_generators([1]), output_type="latent").frames
+    return pipe(
+        ["a red circle"],
+        **PIPELINE_CALL_DEFAULTS[family],
+        generator=seeded_generators([1]),
+        output_type="latent",
+    ).frames
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -28,8 +33,13 @@ def test_lora_round_trip_and_reference(family, make_pipeline, tmp_path):
     base = _sample(pipe, family)
     params = add_lora(pipe, LoraSpec(rank=4, alpha=8))
     assert params and all(p.requires_grad for p in params)
-    trainable = [p for m in pipe.components.values() if isinstance(m, torch.nn.Module) for p in m.parameters()
-                 if p.requires_grad]
+    trainable = [
+        p
+        for m in pipe.components.values()
+        if isinstance(m, torch.nn.Module)
+        for p in m.parameters()
+        if p.requires_grad
+    ]
     assert {id(p) for p in trainable} == {id(p) for p in params}  # VAE and text encoders frozen
     assert torch.equal(_sample(pipe, family), base)  # B = 0 at init: the base model
     with torch.no_grad():

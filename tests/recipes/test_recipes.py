@@ -54,7 +54,9 @@ def make_config(recipe, family, tmp_path, **changes):
 
 
 def sample(pipe, family):
-    return pipe(PROMPTS[:1], **PIPELINE_CALL_DEFAULTS[family], generator=seeded_generators([9]), output_type="latent").frames
+    return pipe(
+        PROMPTS[:1], **PIPELINE_CALL_DEFAULTS[family], generator=seeded_generators([9]), output_type="latent"
+    ).frames
 
 
 @pytest.mark.parametrize("family", FAMILIES)
@@ -102,7 +104,10 @@ def test_bad_inputs_fail_before_compute(make_pipeline, tmp_path):
         DRaFTTrainer(make_config("draft", "wan2.1", tmp_path), pipe=pipe, reward=plain)
     assert not calls  # nothing ran
     with pytest.raises(ConfigError, match="num_frames"):
-        GRPOTrainer(make_config("grpo", "wan2.1", tmp_path, sampling=tiny_spec("wan2.1", num_frames=10)),
-                    pipe=pipe, reward=reward())
+        GRPOTrainer(
+            make_config("grpo", "wan2.1", tmp_path, sampling=tiny_spec("wan2.1", num_frames=10)),
+            pipe=pipe,
+            reward=reward(),
+        )
     with pytest.raises(ConfigError, match="pair_file"):
         make_config("dpo", "wan2.1", tmp_path, pair_source="offline")

@@ -35,7 +35,9 @@ def test_deterministic_rollout_reproduces_the_pipeline(family, make_pipeline):
     spec = tiny_spec(family)
     ode = rollout(pipe, PROMPTS, spec, seeded_generators([5, 6]), noise_level=0.0)
     assert not ode.stochastic.any() and torch.isnan(ode.log_probs).all()
-    call = {k: v for k, v in vars(spec).items() if k not in ("true_cfg_scale", "frame_rate") and v is not None}
+    call = {
+        k: v for k, v in vars(spec).items() if k not in ("true_cfg_scale", "frame_rate") and v is not None
+    }
     if family != "hunyuanvideo":
         call.pop("prompt_template", None)
     expected = pipe(PROMPTS, **call, generator=seeded_generators([5, 6]), output_type="latent").frames
@@ -78,7 +80,10 @@ def test_a_samples_trajectory_does_not_depend_on_its_batch(make_pipeline):
     alone = rollout(pipe, PROMPTS[1:], spec, seeded_generators([8]))
     assert torch.allclose(both.latents[1], alone.latents[0], atol=1e-4)
     sub = both.select(torch.tensor([1]))
-    assert sub.prompts == PROMPTS[1:] and sub.context.conditioning.positive["encoder_hidden_states"].shape[0] == 1
+    assert (
+        sub.prompts == PROMPTS[1:]
+        and sub.context.conditioning.positive["encoder_hidden_states"].shape[0] == 1
+    )
 
 
 def test_bad_inputs(make_pipeline):
@@ -106,7 +111,9 @@ def test_grad_steps_keep_the_graph_only_through_the_last_steps(make_pipeline):
 
     pipe = make_pipeline("wan2.1")
     params = add_lora(pipe, LoraSpec(rank=2, alpha=2, init="gaussian"))
-    trajectory = rollout(pipe, PROMPTS, tiny_spec("wan2.1"), seeded_generators([1, 2]), sde_steps=[], grad_steps=[2])
+    trajectory = rollout(
+        pipe, PROMPTS, tiny_spec("wan2.1"), seeded_generators([1, 2]), sde_steps=[], grad_steps=[2]
+    )
     assert trajectory.final.requires_grad and not trajectory.latents.requires_grad
     trajectory.final.square().mean().backward()
     assert all(p.grad is not None for p in params)

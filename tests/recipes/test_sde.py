@@ -23,7 +23,9 @@ def test_flow_sde_log_prob_matches_gaussian_density(form):
     v = torch.randn(3, 4, 2, 5, 5, generator=g)
     step = flow_sde_step(x, v, 0.8, 0.6, noise_level=0.7, form=form, generator=g)
     assert step.stochastic
-    assert torch.allclose(step.log_prob.double(), _direct_log_density(step.prev_sample, step.mean, step.std), atol=1e-5)
+    assert torch.allclose(
+        step.log_prob.double(), _direct_log_density(step.prev_sample, step.mean, step.std), atol=1e-5
+    )
     # the formula for the std, written out
     if form == "flow_grpo":
         expected_std = 0.7 * math.sqrt(0.8 / 0.2) * math.sqrt(0.2)
@@ -50,7 +52,9 @@ def test_flow_grpo_mean_formula_and_recompute():
     # a different velocity moves the mean, and the density of the same sample follows it
     other = flow_sde_step(x, v + 0.1, s, s2, a, prev_sample=step.prev_sample)
     assert not torch.allclose(other.log_prob, step.log_prob)
-    assert torch.allclose(other.log_prob.double(), _direct_log_density(step.prev_sample, other.mean, other.std), atol=1e-5)
+    assert torch.allclose(
+        other.log_prob.double(), _direct_log_density(step.prev_sample, other.mean, other.std), atol=1e-5
+    )
 
 
 def test_flow_sde_at_sigma_one_uses_next_sigma_and_per_sample_sigmas():
@@ -83,8 +87,14 @@ def test_flow_euler_matches_diffusers_scheduler():
 
 def test_ddim_eta_zero_matches_cogvideox_scheduler_and_log_prob_is_gaussian():
     scheduler = CogVideoXDDIMScheduler(
-        beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="v_prediction",
-        rescale_betas_zero_snr=True, timestep_spacing="trailing", set_alpha_to_one=True, snr_shift_scale=3.0,
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        prediction_type="v_prediction",
+        rescale_betas_zero_snr=True,
+        timestep_spacing="trailing",
+        set_alpha_to_one=True,
+        snr_shift_scale=3.0,
     )
     scheduler.set_timesteps(3)
     x, v = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4)

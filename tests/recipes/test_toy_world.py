@@ -30,7 +30,9 @@ SEEDS_PER_PROMPT = 8
         "grpo",
         pytest.param(
             "dpo",
-            marks=pytest.mark.xfail(strict=True, reason="DPO does not lift the toy generator v2 in 8 updates"),
+            marks=pytest.mark.xfail(
+                strict=True, reason="DPO does not lift the toy generator v2 in 8 updates"
+            ),
         ),
         "rwr",
     ],
@@ -45,8 +47,15 @@ def test_recipe_raises_reward_and_true_quality(recipe, load_bench, tmp_path):
     pipe = load_toy_generator()
     before = bench.true_quality(pipe, reward, fresh, seeds, bench.TOY_SPEC)
     trainer = bench.make_trainer(
-        recipe, pipe, bench.TOY_SPEC, reward, str(tmp_path), prompts, num_updates=UPDATES[recipe],
-        prompts_per_update=4, **bench.toy_settings(recipe),
+        recipe,
+        pipe,
+        bench.TOY_SPEC,
+        reward,
+        str(tmp_path),
+        prompts,
+        num_updates=UPDATES[recipe],
+        prompts_per_update=4,
+        **bench.toy_settings(recipe),
     )
     history = trainer.train()
     assert len(history) == UPDATES[recipe]

@@ -36,8 +36,11 @@ class Interrupted(Exception):
 def test_resume_after_interruption_reproduces_the_run(recipe, make_pipeline, tmp_path):
     changes = {"num_updates": 3, "checkpoint_every": 2, "ema_decay": 0.5, "prompts_per_update": 2}
     trainer_cls = {"grpo": GRPOTrainer, "dpo": DPOTrainer}[recipe]
-    full = trainer_cls(make_config(recipe, "wan2.1", tmp_path / "full", **changes), pipe=make_pipeline("wan2.1"),
-                       reward=reward()).train()
+    full = trainer_cls(
+        make_config(recipe, "wan2.1", tmp_path / "full", **changes),
+        pipe=make_pipeline("wan2.1"),
+        reward=reward(),
+    ).train()
 
     config = make_config(recipe, "wan2.1", tmp_path / "cut", **changes)
     first = trainer_cls(config, pipe=make_pipeline("wan2.1"), reward=reward())
@@ -55,7 +58,9 @@ def test_resume_after_interruption_reproduces_the_run(recipe, make_pipeline, tmp
     assert resumed.update == 2
     history = resumed.train()
     assert _without_time(history) == _without_time(full)
-    logged = [json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()]
+    logged = [
+        json.loads(line) for line in (Path(config.output_dir) / "metrics.jsonl").read_text().splitlines()
+    ]
     assert [m["update"] for m in logged] == [1, 2, 3]
 
 
@@ -96,7 +101,11 @@ def test_cli_runs_from_yaml(tmp_path, capsys):
         "prompts": PROMPTS,
         "sampling": {k: v for k, v in spec.items() if v is not None},
         "lora": {"rank": 2, "alpha": 2},
-        "reward": {"kind": "callable", "factory": "tests.recipes.test_training_loop:redness_reward", "options": {}},
+        "reward": {
+            "kind": "callable",
+            "factory": "tests.recipes.test_training_loop:redness_reward",
+            "options": {},
+        },
         "num_updates": 1,
         "prompts_per_update": 1,
         "group_size": 2,
@@ -121,8 +130,15 @@ def test_cli_runs_from_yaml(tmp_path, capsys):
 
 def test_grpo_modes_fast_window_no_cfg_cps_and_timestep_fraction(make_pipeline, tmp_path):
     config = make_config(
-        "grpo", "wan2.1", tmp_path, sde_window=1, sde_window_range=[1, 3], timestep_fraction=1.0,
-        sde_form="cps", sampling=tiny_spec("wan2.1", guidance_scale=1.0), optimizer_steps_per_update=1,
+        "grpo",
+        "wan2.1",
+        tmp_path,
+        sde_window=1,
+        sde_window_range=[1, 3],
+        timestep_fraction=1.0,
+        sde_form="cps",
+        sampling=tiny_spec("wan2.1", guidance_scale=1.0),
+        optimizer_steps_per_update=1,
     )
     trainer = GRPOTrainer(config, pipe=make_pipeline("wan2.1"), reward=reward())
     windows = {tuple(trainer.sde_steps(u)) for u in range(20)}
@@ -138,17 +154,29 @@ def test_grpo_modes_fast_window_no_cfg_cps_and_timestep_fraction(make_pipeline, 
 
 
 def test_grpo_two_optimizer_steps_move_the_ratio_and_clip(make_pipeline, tmp_path):
-    config = make_config("grpo", "ltx", tmp_path, prompts_per_update=2, optimizer_steps_per_update=2,
-                         sample_batch_size=2, learning_rate=5e-2, clip_range=1e-5)
+    config = make_config(
+        "grpo",
+        "ltx",
+        tmp_path,
+        prompts_per_update=2,
+        optimizer_steps_per_update=2,
+        sample_batch_size=2,
+        learning_rate=5e-2,
+        clip_range=1e-5,
+    )
     history = GRPOTrainer(config, pipe=make_pipeline("ltx"), reward=reward()).train()
     metrics = history[0]
     assert metrics["train/first_step_ratio_deviation"] == 0.0
-    assert metrics["train/ratio_max"] > 1 or metrics["train/ratio_min"] < 1  # the second step sees a new policy
+    assert (
+        metrics["train/ratio_max"] > 1 or metrics["train/ratio_min"] < 1
+    )  # the second step sees a new policy
     assert metrics["train/clip_frac"] > 0
 
 
 def test_rwr_best_of_group_weights_only_the_best(make_pipeline, tmp_path):
-    config = make_config("rwr", "hunyuanvideo", tmp_path, best_of_group=True, group_size=3, sample_batch_size=3)
+    config = make_config(
+        "rwr", "hunyuanvideo", tmp_path, best_of_group=True, group_size=3, sample_batch_size=3
+    )
     trainer = RWRTrainer(config, pipe=make_pipeline("hunyuanvideo"), reward=reward())
     metrics = trainer.run_update(0)
     assert metrics["train/effective_samples"] == pytest.approx(1.0)
@@ -172,8 +200,14 @@ def test_offline_dpo_from_a_pair_file(make_pipeline, tmp_path):
         writer.writeheader()
         writer.writerows(rows)
     config = DPOConfig(
-        output_dir=str(tmp_path / "dpo"), sampling=tiny_spec("cogvideox"), lora=LoraSpec(rank=2, alpha=2),
-        pair_source="offline", pair_file=str(pair_file), pairs_per_update=2, num_updates=1, progress=False,
+        output_dir=str(tmp_path / "dpo"),
+        sampling=tiny_spec("cogvideox"),
+        lora=LoraSpec(rank=2, alpha=2),
+        pair_source="offline",
+        pair_file=str(pair_file),
+        pairs_per_update=2,
+        num_updates=1,
+        progress=False,
         learning_rate=1e-2,
     )
     trainer = DPOTrainer(config, pipe=make_pipeline("cogvideox"), reward=reward())
@@ -187,7 +221,10 @@ def test_base_trainer_is_abstract_and_checks_types(make_pipeline, tmp_path):
     with pytest.raises(ConfigError, match="GRPOConfig"):
         GRPOTrainer(make_config("rwr", "wan2.1", tmp_path), pipe=make_pipeline("wan2.1"), reward=reward())
     config = RecipeConfig(
-        output_dir=str(tmp_path / "base"), prompts=PROMPTS, sampling=tiny_spec("wan2.1"), lora=LoraSpec(rank=2, alpha=2)
+        output_dir=str(tmp_path / "base"),
+        prompts=PROMPTS,
+        sampling=tiny_spec("wan2.1"),
+        lora=LoraSpec(rank=2, alpha=2),
     )
     trainer = RecipeTrainer(config, pipe=make_pipeline("wan2.1"), reward=redness)
     with pytest.raises(NotImplementedError):
@@ -207,9 +244,14 @@ def test_descore_reward_from_a_checkpoint_think_free_by_default(make_pipeline, t
     )
     scorer.save_pretrained(tmp_path / "descore")
     config = make_config(
-        "grpo", "wan2.1", tmp_path, reward=RewardSpec(kind="descore", path=str(tmp_path / "descore"), batch_size=2)
+        "grpo",
+        "wan2.1",
+        tmp_path,
+        reward=RewardSpec(kind="descore", path=str(tmp_path / "descore"), batch_size=2),
     )
-    with pytest.raises(ConfigError, match="frame"):  # 9 frames at 16 fps sampled at 2 fps: 2 frames needed, 1 given
+    with pytest.raises(
+        ConfigError, match="frame"
+    ):  # 9 frames at 16 fps sampled at 2 fps: 2 frames needed, 1 given
         GRPOTrainer(config, pipe=make_pipeline("wan2.1"))
     config.reward = RewardSpec(kind="descore", path=str(tmp_path / "descore"), sampling={"fps": 8.0})
     trainer = GRPOTrainer(config, pipe=make_pipeline("wan2.1"))
@@ -220,7 +262,13 @@ def test_descore_reward_from_a_checkpoint_think_free_by_default(make_pipeline, t
 
 def test_draft_frame_subset_with_checkpointing(make_pipeline, tmp_path):
     config = make_config(
-        "draft", "ltx", tmp_path, reward_frames=3, gradient_checkpointing=True, decoder_checkpointing=True, last_k=2
+        "draft",
+        "ltx",
+        tmp_path,
+        reward_frames=3,
+        gradient_checkpointing=True,
+        decoder_checkpointing=True,
+        last_k=2,
     )
     trainer = DRaFTTrainer(config, pipe=make_pipeline("ltx"), reward=reward())
     assert len(trainer.frame_subset(0)) == 3
@@ -232,10 +280,14 @@ def test_draft_frame_subset_with_checkpointing(make_pipeline, tmp_path):
 
 def test_bf16_mixed_precision_keeps_the_ratio_exact(make_pipeline, tmp_path):
     trainer = GRPOTrainer(
-        make_config("grpo", "wan2.1", tmp_path, mixed_precision="bf16"), pipe=make_pipeline("wan2.1"), reward=reward()
+        make_config("grpo", "wan2.1", tmp_path, mixed_precision="bf16"),
+        pipe=make_pipeline("wan2.1"),
+        reward=reward(),
     )
     assert trainer.pipe.transformer.proj_out.weight.dtype == torch.bfloat16
-    assert trainer.pipe.transformer.scale_shift_table.dtype == torch.float32  # kept in fp32, as diffusers does
+    assert (
+        trainer.pipe.transformer.scale_shift_table.dtype == torch.float32
+    )  # kept in fp32, as diffusers does
     assert all(p.dtype == torch.float32 for p in trainer.params)
     metrics = trainer.train()[0]
     assert metrics["train/first_step_ratio_deviation"] == 0.0 and metrics["train/grad_norm"] > 0

@@ -122,7 +122,10 @@ def test_objects_carry_their_track_in_the_image():
     """Per frame, the centroid as fractions of the frame: a square moving right on a still camera keeps its height
     and moves right in every frame."""
     spec = SceneSpec(
-        objects=(ObjectSpec("square", "red", "medium", "right"),), background="navy", texture="plain", camera="static"
+        objects=(ObjectSpec("square", "red", "medium", "right"),),
+        background="navy",
+        texture="plain",
+        camera="static",
     )
     video = render([Scene(spec=spec, centers=((0.3, 0.5),), seed=1)])[0]
     obj = analyze(video, "A medium red square moving right on a plain navy background.").objects[0]

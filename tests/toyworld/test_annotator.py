@@ -108,5 +108,7 @@ def test_track_cot_reads_the_analyzer_and_answers_with_its_verdict():
         observation, _, _ = cot.partition("\n")
         for obj in scene.spec.objects:
             line = re.search(rf"{obj.color} {obj.shape}: ([^,.]*)", observation)
-            assert line and (line.group(1) == "missing" or re.fullmatch(r"(\d\d|--)( (\d\d|--)){4}", line.group(1)))
+            assert line and (
+                line.group(1) == "missing" or re.fullmatch(r"(\d\d|--)( (\d\d|--)){4}", line.group(1))
+            )
         assert re.search(r"background \w+ \w+ vs \w+ \w+\. camera", observation)

@@ -159,7 +159,14 @@ def generated(tmp_path_factory):
     call = {**TOY_GENERATOR_CALL, "num_inference_steps": 4}
     prompts = toy_prompts(3, seed=5)
     summary = build_generated_dataset(
-        out, pipe, prompts, 2, call=call, fps=float(WORLD.fps), videos_per_prompt=3, test_fraction=0.34,
+        out,
+        pipe,
+        prompts,
+        2,
+        call=call,
+        fps=float(WORLD.fps),
+        videos_per_prompt=3,
+        test_fraction=0.34,
         progress=False,
     )
     return out, summary, prompts
@@ -170,12 +177,16 @@ def test_generated_pairs_are_labelled_by_the_analyzer(generated):
 
     out, summary, prompts = generated
     assert summary.pairs == {"train": 6, "test": 3} and summary.videos == 9
-    records = {r["path"]: r for r in map(json.loads, (out / "generated_videos.jsonl").read_text().splitlines())}
+    records = {
+        r["path"]: r for r in map(json.loads, (out / "generated_videos.jsonl").read_text().splitlines())
+    }
     pairs = load_pairs(summary.pair_files["train"], dimension="Overall")
     assert len(pairs) == 6 and {p.prompt for p in pairs} == set(prompts[:2])
     for pair in pairs:
-        for video, cot, truth in ((pair.video_a, pair.cot_a, pair.gt_subscores_a),
-                                  (pair.video_b, pair.cot_b, pair.gt_subscores_b)):
+        for video, cot, truth in (
+            (pair.video_a, pair.cot_a, pair.gt_subscores_a),
+            (pair.video_b, pair.cot_b, pair.gt_subscores_b),
+        ):
             analysis = analyze(video, pair.prompt)
             assert truth == {d: analysis.subscores[d] for d in DIMENSIONS}
             assert parse_answer(cot).dimensional_scores == truth
@@ -196,8 +207,18 @@ def test_generated_videos_are_stored_losslessly(tmp_path, lossless):
     pipe.set_progress_bar_config(disable=True)
     call = {**TOY_GENERATOR_CALL, "num_inference_steps": 2}
     prompt = "a small red circle moving left in front of a plain navy background"
-    build_generated_dataset(tmp_path, pipe, [prompt], 3, call=call, fps=float(WORLD.fps), test_fraction=0.0,
-                            videos_per_prompt=2, lossless=lossless, progress=False)
+    build_generated_dataset(
+        tmp_path,
+        pipe,
+        [prompt],
+        3,
+        call=call,
+        fps=float(WORLD.fps),
+        test_fraction=0.0,
+        videos_per_prompt=2,
+        lossless=lossless,
+        progress=False,
+    )
     records = [json.loads(line) for line in (tmp_path / "generated_videos.jsonl").read_text().splitlines()]
     generators = [torch.Generator().manual_seed(r["seed"]) for r in records]
     with torch.no_grad():  # the same batch as the dataset's, so the same numerics
@@ -209,7 +230,9 @@ def test_generated_videos_are_stored_losslessly(tmp_path, lossless):
 
 def test_generated_pair_files_concatenate_and_are_never_overwritten(generated):
     out, summary, _ = generated
-    merged = concatenate_pair_files([summary.pair_files["train"], summary.pair_files["test"]], out / "all.csv")
+    merged = concatenate_pair_files(
+        [summary.pair_files["train"], summary.pair_files["test"]], out / "all.csv"
+    )
     assert len(load_pairs(merged, dimension="Overall")) == 9
     with pytest.raises(ConfigError, match="already exist"):
         build_generated_dataset(out, None, ["a red circle"], 0, call={}, fps=8.0)
@@ -248,11 +271,19 @@ def test_generated_sampling_resumes_where_it_stopped(tmp_path):
         calls.append(len(prompts))
         return pipe(prompts, **kwargs)
 
-    args = {"call": {**TOY_GENERATOR_CALL, "num_inference_steps": 2}, "fps": float(WORLD.fps),
-            "videos_per_prompt": 2, "test_fraction": 0.0, "batch_size": 2, "progress": False}
+    args = {
+        "call": {**TOY_GENERATOR_CALL, "num_inference_steps": 2},
+        "fps": float(WORLD.fps),
+        "videos_per_prompt": 2,
+        "test_fraction": 0.0,
+        "batch_size": 2,
+        "progress": False,
+    }
     prompts = toy_prompts(2, seed=9)
     build_generated_dataset(tmp_path / "straight", counted, prompts, 1, **args)
-    build_generated_dataset(tmp_path / "cut", counted, prompts[:1], 1, **args)  # the first prompt's two samples
+    build_generated_dataset(
+        tmp_path / "cut", counted, prompts[:1], 1, **args
+    )  # the first prompt's two samples
     log = tmp_path / "cut" / SAMPLING_LOG
     log.write_text(log.read_text() + '{"path": "videos/gener')
     for name in ("generated_train.csv", "generated_test.csv"):

@@ -31,8 +31,12 @@ def checkpoints(tmp_path_factory):
 
 def test_demo_report(checkpoints):
     report = run_demo(
-        num_prompts=2, num_candidates=3, guidance_prompts=1, progress=False,
-        generator_path=checkpoints / "generator", reward_model_path=checkpoints / "descore",
+        num_prompts=2,
+        num_candidates=3,
+        guidance_prompts=1,
+        progress=False,
+        generator_path=checkpoints / "generator",
+        reward_model_path=checkpoints / "descore",
     )
     assert len(report.results) == 2 and all(len(r.candidates) == 3 for r in report.results)
     for r in report.results:
@@ -40,17 +44,34 @@ def test_demo_report(checkpoints):
         assert r.winner == int(rewards.argmax())
         assert all(c.cot is not None and c.gif.startswith(b"GIF8") for c in r.candidates)
     stats = summary(report)
-    assert min(c.truth for r in report.results for c in r.candidates) <= stats["descore_pick"] <= stats["best_candidate"]
+    assert (
+        min(c.truth for r in report.results for c in r.candidates)
+        <= stats["descore_pick"]
+        <= stats["best_candidate"]
+    )
     page = render_html(report)
     assert len(re.findall(r'src="data:image/gif;base64,', page)) == 2 * 3 + 2
     assert "rationale" in page and "guidance" in page
 
 
 def test_demo_cli_writes_a_self_contained_page(checkpoints, tmp_path, capsys):
-    code = main([
-        "demo", "--out", str(tmp_path), "--prompts", "1", "--candidates", "2", "--guidance-prompts", "0",
-        "--generator", str(checkpoints / "generator"), "--reward-model", str(checkpoints / "descore"),
-    ])
+    code = main(
+        [
+            "demo",
+            "--out",
+            str(tmp_path),
+            "--prompts",
+            "1",
+            "--candidates",
+            "2",
+            "--guidance-prompts",
+            "0",
+            "--generator",
+            str(checkpoints / "generator"),
+            "--reward-model",
+            str(checkpoints / "descore"),
+        ]
+    )
     assert code == 0
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "http" not in page

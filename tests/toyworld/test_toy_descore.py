@@ -35,7 +35,13 @@ def fresh_pairs(tmp_path_factory):
     """A toy split the checkpoint never saw (another seed), in-domain combinations only, in the generator's world."""
     root = tmp_path_factory.mktemp("fresh")
     summary = build_dataset(
-        root, 12, seed=12345, config=WORLD, cot_style="brief", videos_per_prompt=3, split_fractions=(0.0, 1.0, 0.0),
+        root,
+        12,
+        seed=12345,
+        config=WORLD,
+        cot_style="brief",
+        videos_per_prompt=3,
+        split_fractions=(0.0, 1.0, 0.0),
         progress=False,
     )
     return load_pairs(summary.pair_files["test_id"], dimension=DIMENSION)
@@ -80,10 +86,14 @@ def test_the_recipe_runs_end_to_end(tmp_path):
     assert set(report["results"]["descore"]["test_ood"]) == {"think", "no_think", "given_cot"}
     assert DeScore.from_pretrained(tmp_path / "export").config.template == COMPACT_TEMPLATE.name
     head = "score_head.safetensors"  # the export is stage 1's model (export_stage)
-    assert (tmp_path / "export" / head).read_bytes() == (tmp_path / "run" / "stage1" / "final" / head).read_bytes()
+    assert (tmp_path / "export" / head).read_bytes() == (
+        tmp_path / "run" / "stage1" / "final" / head
+    ).read_bytes()
     assert "discriminative_baseline" in format_report(report)
     with av.open(str(next((tmp_path / "run" / "data" / "videos" / "generated").rglob("*.mp4")))) as container:
-        assert container.streams.video[0].codec_context.pix_fmt == "gbrp"  # on-policy samples stored losslessly
+        assert (
+            container.streams.video[0].codec_context.pix_fmt == "gbrp"
+        )  # on-policy samples stored losslessly
     sft_rows = (tmp_path / "run" / "data" / "generated_train.csv").read_text()
     assert sft["train_file"].endswith("generated_train.csv") and sft["streamed_per_batch"] == 2
     assert " vs " in sft_rows and "<answer>" in sft_rows  # track CoTs
@@ -108,14 +118,28 @@ def test_the_command_line_sets_the_generator_and_its_storage():
     parser = build_parser()
     default = recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run"]))
     assert default.generator is None and default.generated_lossless
-    args = ["toy", "train-descore", "--out", "run", "--generator", "gen_v1", "--lossy-generated", "--seed", "3"]
+    args = [
+        "toy",
+        "train-descore",
+        "--out",
+        "run",
+        "--generator",
+        "gen_v1",
+        "--lossy-generated",
+        "--seed",
+        "3",
+    ]
     recipe = recipe_from_args(parser.parse_args(args))
     assert (recipe.generator, recipe.generated_lossless, recipe.seed) == ("gen_v1", False, 3)
     assert default.generated_prompts == 800
-    more = recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "1400"]))
+    more = recipe_from_args(
+        parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "1400"])
+    )
     assert more.generated_prompts == 1400
     with pytest.raises(ConfigError, match="generated-prompts"):
-        recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "-1"]))
+        recipe_from_args(
+            parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "-1"])
+        )
 
 
 def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
@@ -133,15 +157,36 @@ def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
     pipe = load_toy_generator()
     pipe.set_progress_bar_config(disable=True)
     data = build_generated_dataset(
-        tmp_path / "data", pipe, toy_prompts(8, seed=31), 0, call={**TOY_GENERATOR_CALL, "num_inference_steps": 8},
-        fps=float(WORLD.fps), videos_per_prompt=3, test_fraction=0.0, progress=False,
+        tmp_path / "data",
+        pipe,
+        toy_prompts(8, seed=31),
+        0,
+        call={**TOY_GENERATOR_CALL, "num_inference_steps": 8},
+        fps=float(WORLD.fps),
+        videos_per_prompt=3,
+        test_fraction=0.0,
+        progress=False,
     )
     config = DualRLConfig(
-        model=str(SHIPPED_CHECKPOINT), train_file=str(data.pair_files["train"]), dimension=DIMENSION,
-        output_dir=str(tmp_path / "run"), lora_r=16, lora_alpha=32.0, group_size=4, pairs_per_step=4,
-        rollout_batch_size=16, micro_batch_pairs=2, mini_batches=2, max_new_tokens=200,
-        length_thresholds=[100.0, 200.0, 300.0, 400.0], learning_rate=1e-3, max_steps=10, mixed_precision="no",
-        save_every=0, progress=False, seed=0,
+        model=str(SHIPPED_CHECKPOINT),
+        train_file=str(data.pair_files["train"]),
+        dimension=DIMENSION,
+        output_dir=str(tmp_path / "run"),
+        lora_r=16,
+        lora_alpha=32.0,
+        group_size=4,
+        pairs_per_step=4,
+        rollout_batch_size=16,
+        micro_batch_pairs=2,
+        mini_batches=2,
+        max_new_tokens=200,
+        length_thresholds=[100.0, 200.0, 300.0, 400.0],
+        learning_rate=1e-3,
+        max_steps=10,
+        mixed_precision="no",
+        save_every=0,
+        progress=False,
+        seed=0,
     )
     DualRLTrainer(config).train()
     steps = [m for m in read_metrics(tmp_path / "run") if "reward" in m]
