@@ -60,6 +60,7 @@ TOY_SPEC = SamplingSpec(
     num_inference_steps=8,
     guidance_scale=4.0,
     max_sequence_length=MAX_SEQUENCE_LENGTH,
+    fps=float(WORLD.fps),
 )
 
 
@@ -244,7 +245,7 @@ def true_quality(
                 .clamp(0, 1)
             )
     videos = torch.cat(videos)
-    rewards = reward(videos, prompts, fps=None)
+    rewards = reward(videos, prompts, fps=spec.fps)
     quality = [analyze(v, p).overall for v, p in zip(videos, prompts)]
     return {"reward": float(rewards.mean()), "true_quality": float(sum(quality) / len(quality))}
 

@@ -191,7 +191,8 @@ class RecipeTrainer:
         spec = self.config.sampling
         adapter = family_adapter(self.pipe)
         self.decoder = adapter.decoder
-        self.fps = float(adapter.default_fps(pipeline_call_kwargs(self.pipe, spec)))
+        fps = spec.fps if spec.fps is not None else adapter.default_fps(pipeline_call_kwargs(self.pipe, spec))
+        self.fps = float(fps)
         try:
             reward.check_frames(spec.num_frames, self.fps, "sampling.num_frames: a generated video")
         except VideoError as err:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import logging
+import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
@@ -91,6 +92,13 @@ class SamplingSpec:
             "help": "HunyuanVideo only: the prompt template (``{'template': ..., 'crop_start': ...}``); None: the pipeline's."
         },
     )
+    fps: float | None = field(
+        default=None,
+        metadata={
+            "help": "Frame rate of the generated videos, as the reward is told (rewards that sample by time, such as "
+            "DeScore, resample to their own rate). None: the family's (Wan 16, CogVideoX 8 or 16, LTX ``frame_rate``)."
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("height", "width", "num_frames", "num_inference_steps", "max_sequence_length"):
@@ -98,6 +106,15 @@ class SamplingSpec:
                 raise ConfigError(f"sampling.{name}: must be a positive integer, got {getattr(self, name)!r}")
         if self.guidance_scale < 0 or self.true_cfg_scale < 0:
             raise ConfigError("sampling.guidance_scale / true_cfg_scale: must not be negative")
+        if self.fps is not None and (
+            isinstance(self.fps, bool)
+            or not isinstance(self.fps, (int, float))
+            or not math.isfinite(self.fps)
+            or self.fps <= 0
+        ):
+            raise ConfigError(
+                f"sampling.fps: must be a positive number of frames per second or null, got {self.fps!r}"
+            )
 
 
 @dataclass
@@ -649,6 +666,10 @@ def predict(
     return classifier_free_guidance(uncond, cond, scale)
 
 
+#: SamplingSpec fields that describe the videos to the reward and are never pipeline arguments.
+_REWARD_ONLY = frozenset({"fps"})
+
+
 def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[str, Any]:
     """The spec as keyword arguments of ``pipe.__call__`` (fields the pipeline does not take are left out), so that
     the pipeline generates the spec's videos."""
@@ -656,7 +677,7 @@ def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[st
     kwargs = {
         f.name: getattr(spec, f.name)
         for f in fields(spec)
-        if f.name in accepted and getattr(spec, f.name) is not None
+        if f.name in accepted and f.name not in _REWARD_ONLY and getattr(spec, f.name) is not None
     }
     if isinstance(pipe, WanPipeline) and family_adapter(pipe).temporal_compression == 1:
         # WanPipeline rounds num_frames to k * factor + 1, which for a factor of 1 adds a frame

@@ -111,3 +111,29 @@ def test_bad_inputs_fail_before_compute(make_pipeline, tmp_path):
         )
     with pytest.raises(ConfigError, match="pair_file"):
         make_config("dpo", "wan2.1", tmp_path, pair_source="offline")
+
+
+@pytest.mark.parametrize("fps", [0, -8.0, float("nan"), True, "8"])
+def test_a_bad_sampling_fps_is_refused(fps):
+    with pytest.raises(ConfigError, match="sampling.fps"):
+        tiny_spec("wan2.1", fps=fps)
+
+
+def test_the_sampling_fps_is_what_the_reward_is_told(make_pipeline, tmp_path):
+    # The tiny Wan makes 9 frames. Told the family's 16 fps (0.56 s), a reward that samples at 8 fps gets 4 frames,
+    # under the 8 it needs; told sampling.fps = 8 (1.1 s), it gets all 9.
+    needs = FrameNeeds(fps=8.0, min_frames=8)
+    long = CallableReward(redness, frames=needs, name="long")
+    with pytest.raises(ConfigError, match="at 16 fps"):
+        GRPOTrainer(make_config("grpo", "wan2.1", tmp_path), pipe=make_pipeline("wan2.1"), reward=long)
+    told = []
+
+    def spy(videos, prompts, fps):
+        told.append((videos.shape[1], fps))
+        return redness(videos, prompts)
+
+    config = make_config("grpo", "wan2.1", tmp_path, sampling=tiny_spec("wan2.1", fps=8.0))
+    trainer = GRPOTrainer(config, pipe=make_pipeline("wan2.1"), reward=CallableReward(spy, frames=needs))
+    assert trainer.fps == 8.0
+    trainer.run_update(0)
+    assert told and set(told) == {(9, 8.0)}
