@@ -10,6 +10,8 @@ contains 0 means the benchmark cannot tell the pick from a random one).
 
 Each mode runs in one thread; run the modes or seeds as separate processes to use several cores, save each run's
 per-prompt gains (``--gains-out``) and pool them (``--pool FILE ...``).
+The per-prompt gains of the runs the README reports (the shipped checkpoint, ``--seed`` 2-11) are in
+``bench/results/toyworld_best_of_n/``: ``--pool bench/results/toyworld_best_of_n/*.json`` prints the pooled gain.
 """
 
 from __future__ import annotations
