@@ -1,41 +1,68 @@
-"""The gain interval of bench/toyworld_best_of_n.py: the pick's mean gain over a random pick and its bootstrap bounds."""
+"""The figures of bench/toyworld_best_of_n.py: the pick's gain over a random pick (at best of k), its bootstrap
+interval, and the within-prompt rank correlation of reward and analyzer score."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from toyworld.demo import Candidate, DemoReport, PromptResult
 
 
-def report(truths: list[list[float]], winners: list[int]) -> DemoReport:
-    results = [
-        PromptResult(
-            prompt=f"prompt {i}",
-            candidates=[
-                Candidate(seed=j, reward=0.0, cot=None, truth=t, findings=(), gif=None)
-                for j, t in enumerate(ts)
-            ],
-            winner=w,
-        )
-        for i, (ts, w) in enumerate(zip(truths, winners))
+def row(rewards: list[float], truths: list[float]) -> dict[str, list[float]]:
+    return {"rewards": rewards, "truths": truths}
+
+
+def test_the_table_holds_every_candidate_in_order(load_bench):
+    bench = load_bench("toyworld_best_of_n")
+    candidates = [
+        Candidate(seed=j, reward=r, cot=None, truth=t, findings=(), gif=None)
+        for j, (r, t) in enumerate([(0.5, 2.0), (-1.0, 3.0)])
     ]
-    return DemoReport(results=results)
+    report = DemoReport(results=[PromptResult(prompt="p", candidates=candidates, winner=0)])
+    assert bench.candidate_table(report) == [row([0.5, -1.0], [2.0, 3.0])]
 
 
-def test_gain_is_the_mean_pick_minus_the_candidates_mean(load_bench):
+def test_gain_is_the_pick_minus_the_candidates_mean(load_bench):
     bench = load_bench("toyworld_best_of_n")
     # Picks 3.0 of (1, 3) and 1.0 of (1, 2): gains +1.0 and -0.5.
-    gain, low, high = bench.gain_interval(report([[1.0, 3.0], [1.0, 2.0]], [1, 0]))
+    gains = bench.pick_gains([row([0.0, 1.0], [1.0, 3.0]), row([1.0, 0.0], [1.0, 2.0])])
+    assert gains.tolist() == [1.0, -0.5]
+    gain, low, high = bench.bootstrap_interval(gains)
     assert gain == pytest.approx(0.25)
     assert low == pytest.approx(-0.5) and high == pytest.approx(1.0)
 
 
+def test_best_of_k_reads_only_the_first_k_candidates(load_bench):
+    bench = load_bench("toyworld_best_of_n")
+    table = [row([0.0, 1.0, 5.0], [1.0, 3.0, 2.0])]
+    assert bench.pick_gains(table, 2).tolist() == [1.0]  # 3 of (1, 3)
+    assert bench.pick_gains(table).tolist() == [0.0]  # 2 of (1, 3, 2)
+
+
 def test_interval_excludes_zero_only_for_a_consistent_gain(load_bench):
     bench = load_bench("toyworld_best_of_n")
-    always_best = report([[1.0, 2.0, 3.0]] * 40, [2] * 40)
-    gain, low, high = bench.gain_interval(always_best)
+    always_best = bench.pick_gains([row([0.0, 1.0, 2.0], [1.0, 2.0, 3.0])] * 40)
+    gain, low, high = bench.bootstrap_interval(always_best)
     assert gain == pytest.approx(1.0) and low == pytest.approx(1.0) and high == pytest.approx(1.0)
     # Best and worst alternate: mean gain 0, and the interval straddles it.
-    mixed = report([[1.0, 2.0, 3.0]] * 40, [2, 0] * 20)
-    gain, low, high = bench.gain_interval(mixed)
+    mixed = bench.pick_gains(
+        [row([0.0, 1.0, 2.0], [1.0, 2.0, 3.0]), row([2.0, 1.0, 0.0], [1.0, 2.0, 3.0])] * 20
+    )
+    gain, low, high = bench.bootstrap_interval(mixed)
     assert gain == pytest.approx(0.0) and low < 0.0 < high
+
+
+def test_rank_correlation_per_prompt(load_bench):
+    bench = load_bench("toyworld_best_of_n")
+    table = [
+        row([0.1, 0.5, 0.9], [1.0, 2.0, 4.0]),  # same order: +1
+        row([0.9, 0.5, 0.1], [1.0, 2.0, 4.0]),  # reversed: -1
+        row([0.1, 0.5, 0.9], [2.0, 2.0, 2.0]),  # all candidates score the same: left out
+        row([0.1, 0.2, 0.3], [1.0, 1.0, 3.0]),  # tied truths share their rank
+    ]
+    correlations = bench.rank_correlations(table)
+    assert correlations[:2].tolist() == pytest.approx([1.0, -1.0])
+    assert len(correlations) == 3
+    expected = np.corrcoef([0.0, 1.0, 2.0], [0.5, 0.5, 2.0])[0, 1]
+    assert correlations[2] == pytest.approx(expected)
