@@ -35,6 +35,11 @@ from descore.video_io import write_video
 FRAME_SIDE = {"toy": 64, "mid": 128}
 
 
+def sampling_settings(side: int) -> dict[str, float]:
+    """The judge's sampling in both benchmarks: 4 fps, 2-8 frames, at most ``side`` x ``side`` pixels."""
+    return {"fps": 4.0, "min_frames": 2, "max_frames": 8, "min_pixels": 32 * 32, "max_pixels": side * side}
+
+
 def make_pairs(folder: Path, count: int, side: int) -> Path:
     """``count`` pairs of 8-frame clips at 4 fps, ``side`` x ``side`` pixels, with CoT_A / CoT_B."""
     rng = np.random.default_rng(0)
@@ -87,13 +92,7 @@ def run(size: str, pairs: Path, out: Path, args: argparse.Namespace) -> dict[str
 
     torch.manual_seed(0)
     side = FRAME_SIDE[size]
-    sampling = {
-        "fps": 4.0,
-        "min_frames": 2,
-        "max_frames": 8,
-        "min_pixels": 32 * 32,
-        "max_pixels": side * side,
-    }
+    sampling = sampling_settings(side)
     backbone = build_qwen_vl("qwen3_vl", size, seed=0)
     scorer = DeScore.from_backbone(backbone, build_qwen_vl_processor("qwen3_vl", size), sampling=sampling)
     config = ColdStartConfig(
@@ -133,13 +132,7 @@ def run_stage2(size: str, out: Path, args: argparse.Namespace) -> dict[str, floa
         split_fractions=(1.0, 0.0, 0.0),
         progress=False,
     ).pair_files["train"]
-    sampling = {
-        "fps": 4.0,
-        "min_frames": 2,
-        "max_frames": 8,
-        "min_pixels": 32 * 32,
-        "max_pixels": side * side,
-    }
+    sampling = sampling_settings(side)
     torch.manual_seed(0)
     scorer = DeScore.from_backbone(
         build_qwen_vl("qwen3_vl", size, seed=0), build_qwen_vl_processor("qwen3_vl", size), sampling=sampling

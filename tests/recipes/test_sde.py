@@ -8,6 +8,7 @@ from diffusers import CogVideoXDDIMScheduler, FlowMatchEulerDiscreteScheduler
 
 from descore.errors import ConfigError
 from recipes.sde import ddim_step, flow_sde_std, flow_sde_step, gaussian_log_prob
+from toyworld.tiny_models.video_pipelines import COGVIDEOX_SCHEDULER
 
 
 def _direct_log_density(sample, mean, std):
@@ -86,16 +87,7 @@ def test_flow_euler_matches_diffusers_scheduler():
 
 
 def test_ddim_eta_zero_matches_cogvideox_scheduler_and_log_prob_is_gaussian():
-    scheduler = CogVideoXDDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        timestep_spacing="trailing",
-        set_alpha_to_one=True,
-        snr_shift_scale=3.0,
-    )
+    scheduler = CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER)
     scheduler.set_timesteps(3)
     x, v = torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4)
     for t in scheduler.timesteps:  # includes t = 999 where alpha_prod = 0 (zero terminal SNR)

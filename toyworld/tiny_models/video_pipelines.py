@@ -55,6 +55,19 @@ from toyworld.tiny_models.tokenizer import build_clip_tokenizer, build_llama_tok
 
 logger = logging.getLogger(__name__)
 
+#: The CogVideoX-2b scheduler settings: v-prediction DDIM with zero terminal SNR.
+COGVIDEOX_SCHEDULER: dict[str, Any] = {
+    "beta_start": 0.00085,
+    "beta_end": 0.012,
+    "beta_schedule": "scaled_linear",
+    "prediction_type": "v_prediction",
+    "rescale_betas_zero_snr": True,
+    "timestep_spacing": "trailing",
+    "clip_sample": False,
+    "set_alpha_to_one": True,
+    "snr_shift_scale": 3.0,
+}
+
 PIPELINE_FAMILIES: tuple[str, ...] = ("wan2.1", "wan2.2", "cogvideox", "ltx", "hunyuanvideo")
 
 _SHARED_CALL = {
@@ -242,18 +255,7 @@ def _cogvideox(family: str, seed: int, overrides: Mapping[str, Mapping[str, Any]
         overrides.get("transformer", {}),
     )
     transformer = _seeded(seed, "transformer", lambda: CogVideoXTransformer3DModel(**kwargs))
-    # The CogVideoX-2b scheduler settings: v-prediction DDIM with zero terminal SNR.
-    scheduler = CogVideoXDDIMScheduler(
-        beta_start=0.00085,
-        beta_end=0.012,
-        beta_schedule="scaled_linear",
-        prediction_type="v_prediction",
-        rescale_betas_zero_snr=True,
-        timestep_spacing="trailing",
-        clip_sample=False,
-        set_alpha_to_one=True,
-        snr_shift_scale=3.0,
-    )
+    scheduler = CogVideoXDDIMScheduler(**COGVIDEOX_SCHEDULER)
     return CogVideoXPipeline(
         tokenizer=tokenizer, text_encoder=text_encoder, vae=vae, transformer=transformer, scheduler=scheduler
     )
