@@ -96,7 +96,8 @@ class SamplingSpec:
         default=None,
         metadata={
             "help": "Frame rate of the generated videos, as the reward is told (rewards that sample by time, such as "
-            "DeScore, resample to their own rate). None: the family's (Wan 16, CogVideoX 8 or 16, LTX ``frame_rate``)."
+            "DeScore, resample to their own rate), and the pipeline too if its ``__call__`` takes ``fps``. None: the "
+            "family's (Wan 16, CogVideoX 8 or 16, LTX ``frame_rate``)."
         },
     )
 
@@ -666,10 +667,6 @@ def predict(
     return classifier_free_guidance(uncond, cond, scale)
 
 
-#: SamplingSpec fields that describe the videos to the reward and are never pipeline arguments.
-_REWARD_ONLY = frozenset({"fps"})
-
-
 def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[str, Any]:
     """The spec as keyword arguments of ``pipe.__call__`` (fields the pipeline does not take are left out), so that
     the pipeline generates the spec's videos."""
@@ -677,7 +674,7 @@ def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[st
     kwargs = {
         f.name: getattr(spec, f.name)
         for f in fields(spec)
-        if f.name in accepted and f.name not in _REWARD_ONLY and getattr(spec, f.name) is not None
+        if f.name in accepted and getattr(spec, f.name) is not None
     }
     if isinstance(pipe, WanPipeline) and family_adapter(pipe).temporal_compression == 1:
         # WanPipeline rounds num_frames to k * factor + 1, which for a factor of 1 adds a frame
