@@ -38,10 +38,11 @@ from tqdm.auto import tqdm
 from descore.answer import DIMENSIONS, SubScore
 from descore.errors import ConfigError
 from descore.training.sft import StreamedCoT
-from descore.video_io import write_video
+from descore.video_io import read_video, write_video
 from toyworld.analyzer import analyze
 from toyworld.annotator import annotate_analysis, annotate_cot, annotate_track
 from toyworld.defects import apply_defects, ground_truth, sample_defects
+from toyworld.mirror import check_views, mirror_frames, mirror_prompt
 from toyworld.preferences import LABEL_COLUMNS, label_pair, utility
 from toyworld.prompts import write_prompt
 from toyworld.render import render
@@ -429,6 +430,7 @@ def build_generated_dataset(
     model_name: str = "toy-generator",
     lossless: bool = True,
     cot_style: CoTStyle = "brief",
+    mirrors: Sequence[str] = (),
     progress: bool = True,
 ) -> DatasetSummary:
     """Preference pairs of a generator's own samples, labelled by the analyzer (on-policy data for a reward model).
@@ -443,6 +445,11 @@ def build_generated_dataset(
     files ``generated_<split>.csv`` have the columns of :func:`build_dataset`, so both datasets can share one folder
     and be concatenated. The last ``test_fraction`` of the prompts form the test split.
 
+    ``mirrors`` (views of :data:`toyworld.mirror.MIRRORS`) adds, for every training prompt, each view of its samples
+    (``<prompt>_<k>_<view>.mp4``, written like the samples) under the prompt that asks for what the view shows,
+    labelled by the analyzer on the view: a group of its own, so every view adds as many pairs as the original. The
+    test split keeps the generator's samples only.
+
     Sampling is the slow part and resumes: every written sample is logged in ``generated_samples.jsonl``, and a
     rerun with the same arguments into the same folder samples only what is not logged yet.
     """
@@ -454,6 +461,7 @@ def build_generated_dataset(
         raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
     if cot_style not in ("brief", "track"):
         raise ConfigError(f"cot_style of generated samples must be brief or track, got {cot_style!r}")
+    check_views(mirrors)
     out = Path(out_dir)
     files = {split: out / f"generated_{split}.csv" for split in GENERATED_SPLITS}
     existing = [str(f) for f in files.values() if f.exists()]
@@ -473,26 +481,39 @@ def build_generated_dataset(
         for k in range(videos_per_prompt)
     ]
     samples = _sample_generator(out, pipe, jobs, call, fps, batch_size, progress)
-    records: list[dict[str, Any]] = []
+    groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for index, sample in enumerate(tqdm(samples, desc="analyzer labels", disable=not progress)):
         p, k = divmod(index, videos_per_prompt)
-        analysis = analyze(out / sample["path"], sample["prompt"])
-        if cot_style == "track":
-            cot = annotate_track(analysis, sample["prompt"])
-        else:
-            cot = annotate_analysis(analysis, np.random.default_rng([seed, p, k]))
-        records.append(
-            {
-                **{key: sample[key] for key in ("path", "split", "prompt", "seed", "num_frames")},
-                "subscores": {d: analysis.subscores[d] for d in DIMENSIONS},
-                "overall": analysis.overall,
-                "findings": list(analysis.findings),
-                "cot": cot,
-            }
-        )
+        views = [("", sample["prompt"])]
+        if sample["split"] == "train":
+            views += [
+                (view, mirror_prompt(sample["prompt"], view, np.random.default_rng([seed, p, 1000 + v])))
+                for v, view in enumerate(mirrors, start=1)
+            ]
+        for view, prompt in views:
+            path = sample["path"]
+            if view:
+                path = path.removesuffix(".mp4") + f"_{view}.mp4"
+                frames = mirror_frames(read_video(out / sample["path"]).frames, view)
+                write_video(frames, out / path, fps=fps, options=ENCODER_OPTIONS, lossless=sample["lossless"])
+            analysis = analyze(out / path, prompt)
+            if cot_style == "track":
+                cot = annotate_track(analysis, prompt)
+            else:
+                cot = annotate_analysis(analysis, np.random.default_rng([seed, p, k]))
+            groups.setdefault((p, view), []).append(
+                {
+                    **{key: sample[key] for key in ("split", "seed", "num_frames")},
+                    "path": path,
+                    "prompt": prompt,
+                    "subscores": {d: analysis.subscores[d] for d in DIMENSIONS},
+                    "overall": analysis.overall,
+                    "findings": list(analysis.findings),
+                    "cot": cot,
+                }
+            )
     rows: dict[str, list[dict[str, str]]] = {split: [] for split in GENERATED_SPLITS}
-    for p in range(len(prompts)):
-        group = records[p * videos_per_prompt : (p + 1) * videos_per_prompt]
+    for (p, view), group in groups.items():
         rng = np.random.default_rng([seed, p, videos_per_prompt])
         for i, j in combinations(range(videos_per_prompt), 2):
             a, b = (group[i], group[j]) if rng.random() < 0.5 else (group[j], group[i])
@@ -501,12 +522,14 @@ def build_generated_dataset(
     for split in GENERATED_SPLITS:
         _write_pairs(files[split], rows[split])
     with open(out / "generated_videos.jsonl", "w", encoding="utf-8", newline="\n") as handle:
-        handle.writelines(json.dumps(record, sort_keys=True) + "\n" for record in records)
+        handle.writelines(
+            json.dumps(record, sort_keys=True) + "\n" for group in groups.values() for record in group
+        )
     return DatasetSummary(
         out_dir=out,
         pair_files=files,
         pairs={split: len(r) for split, r in rows.items()},
-        videos=len(records),
+        videos=sum(len(group) for group in groups.values()),
         held_out=(),
     )
 

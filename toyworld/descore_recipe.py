@@ -7,7 +7,9 @@ discriminative baseline.
 1. **data**: a toy preference dataset (``toyworld.dataset.build_dataset``) in the toy generator's 48x48 world, plus
    on-policy pairs of the shipped toy generator's samples labelled by the analyzer
    (``toyworld.dataset.build_generated_dataset``), so the checkpoint is trained on what it judges in best-of-N and the
-   recipes. Every CoT is a *track* CoT (:func:`toyworld.annotator.annotate_track`): where each asked object is in every
+   recipes. ``--mirrors`` adds every on-policy training sample mirrored, reversed and both
+   (:mod:`toyworld.mirror`), each under the prompt asking for what it shows: four times the on-policy data for the
+   cost of labelling it. Every CoT is a *track* CoT (:func:`toyworld.annotator.annotate_track`): where each asked object is in every
    temporal slice, then what is seen next to what was asked, then the analyzer's answer. Reading motion means
    comparing positions across slices; writing them down first is what lets a 3-layer language model do it;
 2. **backbone**: the tiny ``toy`` Qwen3-VL (real architecture, random init, :func:`toyworld.tiny_models.save_qwen_vl`)
@@ -66,6 +68,7 @@ from toyworld.dataset import (
     concatenate_pair_files,
 )
 from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
+from toyworld.mirror import MIRRORS, check_views
 from toyworld.prompts import parse_prompt
 from toyworld.tiny_models import save_qwen_vl
 from toyworld.vision_pretraining import VisionPretrainingConfig, measured_clips, pretrain_vision_tower
@@ -102,6 +105,10 @@ class ToyDeScoreRecipe:
     """Prompts whose toy-generator samples, labelled by the analyzer, join the data (on-policy pairs: what the
     checkpoint will judge in best-of-N and the recipes); 0 trains on rendered videos only."""
     generated_videos_per_prompt: int = 4
+    generated_mirrors: tuple[str, ...] = ()
+    """Mirrored views (:data:`toyworld.mirror.MIRRORS`) of every on-policy training sample that join it, each under
+    the prompt asking for what it shows and labelled by the analyzer: up to four times the on-policy data for the
+    cost of labelling it (sampling is the slow part)."""
     generator: str | None = None
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     generated_lossless: bool = True
@@ -171,6 +178,7 @@ class ToyDeScoreRecipe:
 
     def validate(self) -> None:
         """Raise :class:`ConfigError` for a setting the recipe cannot run (before any data is made)."""
+        check_views(self.generated_mirrors, "generated_mirrors")
         if self.export_stage not in ("stage1", "stage2"):
             raise ConfigError(f"export_stage must be stage1 or stage2, got {self.export_stage!r}")
         if self.cot_style not in COT_STYLES:
@@ -414,6 +422,7 @@ def _dataset_phase(data: Path, recipe: ToyDeScoreRecipe, phases: _Phases, progre
                 fps=float(WORLD.fps),
                 videos_per_prompt=recipe.generated_videos_per_prompt,
                 lossless=recipe.generated_lossless,
+                mirrors=recipe.generated_mirrors,
                 cot_style="brief" if recipe.cot_style == "full" else recipe.cot_style,
                 progress=progress,
             )
@@ -512,6 +521,8 @@ def recipe_from_args(args: argparse.Namespace) -> ToyDeScoreRecipe:
     recipe.generated_lossless = not args.lossy_generated
     if args.generated_prompts is not None:
         recipe.generated_prompts = args.generated_prompts
+    if args.mirrors:
+        recipe.generated_mirrors = MIRRORS
     recipe.validate()
     return recipe
 
@@ -549,6 +560,11 @@ def add_descore_commands(toy_subparsers: argparse._SubParsersAction) -> None:
         type=int,
         default=None,
         help="generator prompts (4 samples each) for the on-policy pairs (default 800; 0: rendered videos only)",
+    )
+    p.add_argument(
+        "--mirrors",
+        action="store_true",
+        help="add the mirrored, reversed and mirrored-reversed views of every on-policy training sample",
     )
     p.add_argument(
         "--lossy-generated",

@@ -297,3 +297,49 @@ def test_generated_sampling_resumes_where_it_stopped(tmp_path):
         (tmp_path / "cut" / name).unlink()
     with pytest.raises(ConfigError, match="other prompts, seeds or storage"):
         build_generated_dataset(tmp_path / "cut", counted, prompts, 2, **args)
+
+
+def test_generated_mirrors_add_labelled_views_of_training_samples(tmp_path):
+    """Every view of a training sample is written (exactly the flipped frames), asked for by the mirrored prompt and
+    labelled by the analyzer on the view; it pairs within its own group; the test split gets no views."""
+    from toyworld.analyzer import analyze
+    from toyworld.generator import TOY_GENERATOR_CALL, WORLD, load_toy_generator, toy_prompts
+    from toyworld.mirror import MIRRORS, mirror_frames, mirror_spec
+    from toyworld.prompts import parse_prompt
+
+    prompts = toy_prompts(2, seed=4)
+    args = {"call": {**TOY_GENERATOR_CALL, "num_inference_steps": 2}, "fps": float(WORLD.fps)}
+    with pytest.raises(ConfigError, match="distinct views"):
+        build_generated_dataset(tmp_path / "bad", None, prompts, 0, mirrors=("hflip", "vflip"), **args)
+    summary = build_generated_dataset(
+        tmp_path,
+        load_toy_generator(),
+        prompts,
+        3,
+        videos_per_prompt=2,
+        test_fraction=0.5,
+        mirrors=MIRRORS,
+        progress=False,
+        **args,
+    )
+    assert summary.pairs == {"train": 4, "test": 1} and summary.videos == 2 * 4 + 2
+    records = [json.loads(line) for line in (tmp_path / "generated_videos.jsonl").read_text().splitlines()]
+    by_path = {r["path"]: r for r in records}
+    pairs = load_pairs(summary.pair_files["train"], dimension="Overall")
+    assert len({p.prompt for p in pairs}) == 4
+    for view in MIRRORS:
+        for k in range(2):
+            original = by_path[f"videos/generated/train/00000_{k}.mp4"]
+            record = by_path[f"videos/generated/train/00000_{k}_{view}.mp4"]
+            assert parse_prompt(record["prompt"]) == mirror_spec(parse_prompt(original["prompt"]), view)
+            frames = read_video(tmp_path / record["path"]).frames
+            assert torch.equal(frames, mirror_frames(read_video(tmp_path / original["path"]).frames, view))
+            analysis = analyze(tmp_path / record["path"], record["prompt"])
+            assert record["subscores"] == {d: analysis.subscores[d] for d in DIMENSIONS}
+            assert parse_answer(record["cot"]).dimensional_scores == record["subscores"]
+    for pair in pairs:
+        assert by_path[str(pair.video_a.relative_to(tmp_path))]["prompt"] == pair.prompt
+        assert by_path[str(pair.video_b.relative_to(tmp_path))]["prompt"] == pair.prompt
+    assert [r["path"] for r in records if r["split"] == "test"] == [
+        f"videos/generated/test/00001_{k}.mp4" for k in (0, 1)
+    ]

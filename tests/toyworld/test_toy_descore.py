@@ -136,6 +136,9 @@ def test_the_command_line_sets_the_generator_and_its_storage():
         parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "1400"])
     )
     assert more.generated_prompts == 1400
+    assert default.generated_mirrors == ()
+    mirrored = recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run", "--mirrors"]))
+    assert mirrored.generated_mirrors == ("hflip", "reverse", "hflip_reverse")
     with pytest.raises(ConfigError, match="generated-prompts"):
         recipe_from_args(
             parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "-1"])
@@ -203,6 +206,7 @@ def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
         ({"generated_prompts": -1}, "generated_prompts"),
         ({"generated_prompts": 2.5}, "generated_prompts"),
         ({"export_stage": "sft"}, "export_stage must be stage1 or stage2"),
+        ({"generated_mirrors": ("hflip", "vflip")}, "generated_mirrors must be distinct views"),
     ],
 )
 def test_the_recipe_refuses_bad_settings_before_making_anything(tmp_path, change, message):
