@@ -9,9 +9,10 @@ discriminative baseline.
    (``toyworld.dataset.build_generated_dataset``), so the checkpoint is trained on what it judges in best-of-N and the
    recipes. ``--mirrors`` adds every on-policy training sample mirrored, reversed and both
    (:mod:`toyworld.mirror`), each under the prompt asking for what it shows: four times the on-policy data for the
-   cost of labelling it. Every CoT is a *track* CoT (:func:`toyworld.annotator.annotate_track`): where each asked object is in every
-   temporal slice, then what is seen next to what was asked, then the analyzer's answer. Reading motion means
-   comparing positions across slices; writing them down first is what lets a 3-layer language model do it;
+   cost of labelling it (off by default: it did not raise the best-of-8 pick, docs/training.md). Every CoT is a
+   *track* CoT (:func:`toyworld.annotator.annotate_track`): where each asked object is in every temporal slice,
+   then what is seen next to what was asked, then the analyzer's answer. Reading motion means comparing positions
+   across slices; writing them down first is what lets a 3-layer language model do it;
 2. **backbone**: the tiny ``toy`` Qwen3-VL (real architecture, random init, :func:`toyworld.tiny_models.save_qwen_vl`)
    with its vision tower pretrained on rendered clips and the on-policy samples (:mod:`toyworld.vision_pretraining`);
 3. **CoT SFT** (:mod:`descore.training.sft`): the random language model learns to write the CoTs, every weight
@@ -108,7 +109,8 @@ class ToyDeScoreRecipe:
     generated_mirrors: tuple[str, ...] = ()
     """Mirrored views (:data:`toyworld.mirror.MIRRORS`) of every on-policy training sample that join it, each under
     the prompt asking for what it shows and labelled by the analyzer: up to four times the on-policy data for the
-    cost of labelling it (sampling is the slow part)."""
+    cost of labelling it (sampling is the slow part). Off by default: with all three views the best-of-8 pick did
+    not improve (docs/training.md)."""
     generator: str | None = None
     """Toy generator checkpoint for the on-policy pairs (default: the shipped one)."""
     generated_lossless: bool = True
