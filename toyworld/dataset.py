@@ -485,16 +485,17 @@ def build_generated_dataset(
     for index, sample in enumerate(tqdm(samples, desc="analyzer labels", disable=not progress)):
         p, k = divmod(index, videos_per_prompt)
         views = [("", sample["prompt"])]
-        if sample["split"] == "train":
+        if sample["split"] == "train" and mirrors:
             views += [
                 (view, mirror_prompt(sample["prompt"], view, np.random.default_rng([seed, p, 1000 + v])))
                 for v, view in enumerate(mirrors, start=1)
             ]
+            original = read_video(out / sample["path"]).frames  # read once, flipped for every view
         for view, prompt in views:
             path = sample["path"]
             if view:
                 path = path.removesuffix(".mp4") + f"_{view}.mp4"
-                frames = mirror_frames(read_video(out / sample["path"]).frames, view)
+                frames = mirror_frames(original, view)
                 write_video(frames, out / path, fps=fps, options=ENCODER_OPTIONS, lossless=sample["lossless"])
             analysis = analyze(out / path, prompt)
             if cot_style == "track":
