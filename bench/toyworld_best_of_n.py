@@ -15,6 +15,11 @@ than the pick.
 Each mode runs in one thread; run the modes or seeds as separate processes to use several cores, save each run's
 candidates (``--candidates-out``: per prompt, every candidate's reward and analyzer score) and pool them (``--pool FILE
 ...``).
+
+Generating the candidates is most of a run's time (about 5 min per 100 prompts, against about 1 min to score them
+with think). To compare reward models on the same candidates, save them once (``--videos-out FILE.npz``: frames,
+prompts, seeds and analyzer scores; about 200 MB per 100 prompts) and score them again with any checkpoint
+(``--rescore FILE.npz ... --reward-model DIR``), which gives the rewards the pipeline gives to within float rounding.
 The candidates of the runs the README reports (the shipped checkpoint, ``--seed`` 2-11) are in
 ``bench/results/toyworld_best_of_n/``: ``--pool bench/results/toyworld_best_of_n/*.json`` prints the pooled figures.
 """
@@ -29,7 +34,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from toyworld.demo import DemoReport, run_demo, summary
+from descore.errors import DataError
+from descore.scoring import DeScore
+from toyworld.demo import DEFAULT_REWARD_MODEL, DemoReport, run_demo
+from toyworld.generator import WORLD
+
+#: What a ``--videos-out`` file holds (arrays of a numpy ``.npz``).
+VIDEO_FILE_KEYS = ("frames", "truths", "prompts", "seeds")
 
 
 def candidate_table(report: DemoReport) -> list[dict[str, list[float]]]:
@@ -38,6 +49,59 @@ def candidate_table(report: DemoReport) -> list[dict[str, list[float]]]:
         {"rewards": [c.reward for c in r.candidates], "truths": [c.truth for c in r.candidates]}
         for r in report.results
     ]
+
+
+def save_candidates(report: DemoReport, path: str | Path) -> None:
+    """Write every candidate's frames with its prompt, seed and analyzer score (a run with ``keep_videos``)."""
+    if any(c.video is None for r in report.results for c in r.candidates):
+        raise ValueError("save_candidates needs a report of run_demo(..., keep_videos=True)")
+    np.savez(
+        path,
+        frames=np.stack([np.stack([c.video.float().numpy() for c in r.candidates]) for r in report.results]),
+        truths=np.array([[c.truth for c in r.candidates] for r in report.results]),
+        prompts=np.array([r.prompt for r in report.results]),
+        seeds=np.array([[c.seed for c in r.candidates] for r in report.results]),
+    )
+
+
+def load_candidates(path: str | Path) -> dict[str, np.ndarray]:
+    """Read a :func:`save_candidates` file, checking that its arrays fit together."""
+    with np.load(path, allow_pickle=False) as data:
+        missing = [k for k in VIDEO_FILE_KEYS if k not in data.files]
+        if missing:
+            raise DataError(
+                str(path), [f"not a --videos-out file: missing arrays {missing} of {VIDEO_FILE_KEYS}"]
+            )
+        arrays = {k: data[k] for k in VIDEO_FILE_KEYS}
+    frames = arrays["frames"]
+    if frames.ndim != 6 or frames.shape[3] != 3:
+        raise DataError(str(path), [f"frames must be (prompts, candidates, T, 3, H, W), got {frames.shape}"])
+    expected = {"truths": frames.shape[:2], "seeds": frames.shape[:2], "prompts": frames.shape[:1]}
+    problems = [
+        f"{key} has shape {arrays[key].shape}, expected {shape} to match the frames"
+        for key, shape in expected.items()
+        if arrays[key].shape != shape
+    ]
+    if problems:
+        raise DataError(str(path), problems)
+    return arrays
+
+
+def rescore(paths: list[str], reward_model: str | Path | None, think: bool) -> list[dict[str, list[float]]]:
+    """Score saved candidates with a DeScore checkpoint: the table :func:`candidate_table` gives for a run."""
+    scorer = DeScore.from_pretrained(reward_model or DEFAULT_REWARD_MODEL)
+    table = []
+    for path in paths:
+        arrays = load_candidates(path)
+        frames, (num_prompts, num_candidates) = arrays["frames"], arrays["truths"].shape
+        videos = [torch.from_numpy(frames[i, k]) for i in range(num_prompts) for k in range(num_candidates)]
+        prompts = [str(p) for p in arrays["prompts"] for _ in range(num_candidates)]
+        rewards = scorer.score(
+            videos, prompts, think=think, video_fps=float(WORLD.fps), progress=False
+        ).rewards
+        rewards = rewards.reshape(num_prompts, num_candidates).tolist()
+        table += [{"rewards": r, "truths": t} for r, t in zip(rewards, arrays["truths"].tolist())]
+    return table
 
 
 def pick_gains(table: list[dict[str, list[float]]], k: int | None = None) -> np.ndarray:
@@ -117,6 +181,17 @@ def main() -> None:
         default=None,
         help="instead of running: pool the --candidates-out files of several runs",
     )
+    parser.add_argument(
+        "--videos-out",
+        default=None,
+        help="also save every candidate's frames, prompt, seed and analyzer score here (.npz), for --rescore",
+    )
+    parser.add_argument(
+        "--rescore",
+        nargs="+",
+        default=None,
+        help="instead of generating: score the candidates of --videos-out files with --reward-model",
+    )
     args = parser.parse_args()
     if args.pool:
         pooled: dict[str, list[dict[str, list[float]]]] = {}
@@ -128,7 +203,8 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     tables: dict[str, list[dict[str, list[float]]]] = {}
-    print(f"{args.prompts} prompts x {args.candidates} candidates, analyzer score 1-5 (higher is better)")
+    if not args.rescore:
+        print(f"{args.prompts} prompts x {args.candidates} candidates, analyzer score 1-5 (higher is better)")
     print(
         f"{'picker':<22} {'DeScore pick':>13} {'random pick':>12} {'best of N':>10} {'gain [95% interval]':>24} "
         f"{'seconds':>8}"
@@ -136,25 +212,38 @@ def main() -> None:
     for mode in args.modes:
         label, think = f"toy DeScore, {mode.replace('_', ' ')}", mode == "think"
         start = time.perf_counter()
-        report = run_demo(
-            num_prompts=args.prompts,
-            num_candidates=args.candidates,
-            seed=args.seed,
-            guidance_prompts=0,
-            reward_model_path=args.reward_model,
-            think=think,
-            gifs=False,
-            progress=False,
-        )
-        s = summary(report)
-        tables[mode] = candidate_table(report)
+        if args.rescore:
+            tables[mode] = rescore(args.rescore, args.reward_model, think)
+        else:
+            report = run_demo(
+                num_prompts=args.prompts,
+                num_candidates=args.candidates,
+                seed=args.seed,
+                guidance_prompts=0,
+                reward_model_path=args.reward_model,
+                think=think,
+                gifs=False,
+                keep_videos=bool(args.videos_out),
+                progress=False,
+            )
+            tables[mode] = candidate_table(report)
+            if args.videos_out and mode == args.modes[0]:  # every mode generates the same candidates
+                save_candidates(report, args.videos_out)
         print(
-            f"{label:<22} {s['descore_pick']:>13.3f} {s['random_pick']:>12.3f} {s['best_candidate']:>10.3f} "
-            f"{_interval(pick_gains(tables[mode])):>24} {time.perf_counter() - start:>8.0f}"
+            f"{label:<22} {_means(tables[mode])} {_interval(pick_gains(tables[mode])):>24} "
+            f"{time.perf_counter() - start:>8.0f}"
         )
         print(f"  {describe(tables[mode])}")
     if args.candidates_out:
         Path(args.candidates_out).write_text(json.dumps(tables))
+
+
+def _means(table: list[dict[str, list[float]]]) -> str:
+    """Mean analyzer score of the pick, of a random pick (the candidates' mean) and of the best candidate."""
+    truths = [np.array(row["truths"]) for row in table]
+    picked = np.mean([t[int(np.argmax(row["rewards"]))] for t, row in zip(truths, table)])
+    random_pick, best = np.mean([t.mean() for t in truths]), np.mean([t.max() for t in truths])
+    return f"{picked:>13.3f} {random_pick:>12.3f} {best:>10.3f}"
 
 
 if __name__ == "__main__":

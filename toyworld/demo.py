@@ -44,6 +44,8 @@ class Candidate:
     truth: float
     findings: tuple[str, ...]
     gif: bytes | None
+    video: torch.Tensor | None = None
+    """The frames (T, C, H, W) in [0, 1], kept by ``run_demo(keep_videos=True)`` (to score them again later)."""
 
 
 @dataclass
@@ -79,12 +81,26 @@ def _gif(frames: torch.Tensor, fps: float) -> bytes:
 
 
 def _candidate(
-    video: torch.Tensor, prompt: str, seed: int, reward: float, cot: str | None, fps: float | None
+    video: torch.Tensor,
+    prompt: str,
+    seed: int,
+    reward: float,
+    cot: str | None,
+    fps: float | None,
+    keep_video: bool = False,
 ) -> Candidate:
-    """Measure a video with the analyzer; keep it as a GIF when ``fps`` is given (for the report)."""
+    """Measure a video with the analyzer; keep it as a GIF when ``fps`` is given (for the report), and its frames
+    when ``keep_video``."""
     analysis = analyze(video, prompt)
+    gif = None if fps is None else _gif(video, fps)
     return Candidate(
-        seed, reward, cot, analysis.overall, analysis.findings, None if fps is None else _gif(video, fps)
+        seed,
+        reward,
+        cot,
+        analysis.overall,
+        analysis.findings,
+        gif,
+        video.detach().cpu() if keep_video else None,
     )
 
 
@@ -99,9 +115,11 @@ def run_demo(
     reward_model_path: str | Path | None = None,
     think: bool = True,
     gifs: bool = True,
+    keep_videos: bool = False,
     progress: bool = True,
 ) -> DemoReport:
-    """Generate, rerank and guide; return everything the HTML report shows (``gifs=False``: measurements only)."""
+    """Generate, rerank and guide; return everything the HTML report shows (``gifs=False``: measurements only;
+    ``keep_videos``: every best-of-N candidate keeps its frames)."""
     start = time.perf_counter()
     _check_checkpoints(generator_path, reward_model_path)
     scorer = DeScore.from_pretrained(reward_model_path or DEFAULT_REWARD_MODEL)
@@ -130,6 +148,7 @@ def run_demo(
                 float(out.rewards[0, k]),
                 out.cots[0][k],
                 fps if gifs else None,
+                keep_video=keep_videos,
             )
             for k in range(num_candidates)
         ]

@@ -66,3 +66,54 @@ def test_rank_correlation_per_prompt(load_bench):
     assert len(correlations) == 3
     expected = np.corrcoef([0.0, 1.0, 2.0], [0.5, 0.5, 2.0])[0, 1]
     assert correlations[2] == pytest.approx(expected)
+
+
+def test_saved_candidates_rescore_to_the_rewards_of_the_run(load_bench, tmp_path):
+    from toyworld.demo import run_demo
+
+    bench = load_bench("toyworld_best_of_n")
+    report = run_demo(
+        num_prompts=2,
+        num_candidates=3,
+        seed=5,
+        guidance_prompts=0,
+        gifs=False,
+        keep_videos=True,
+        progress=False,
+    )
+    bench.save_candidates(report, tmp_path / "candidates.npz")
+    saved = bench.load_candidates(tmp_path / "candidates.npz")
+    assert saved["frames"].shape[:3] == (2, 3, report.results[0].candidates[0].video.shape[0])
+    assert saved["prompts"].tolist() == [r.prompt for r in report.results]
+    assert saved["seeds"].tolist() == [[c.seed for c in r.candidates] for r in report.results]
+    table, rescored = (
+        bench.candidate_table(report),
+        bench.rescore([str(tmp_path / "candidates.npz")], None, True),
+    )
+    assert [row["truths"] for row in rescored] == [row["truths"] for row in table]
+    assert np.allclose([row["rewards"] for row in rescored], [row["rewards"] for row in table], atol=1e-4)
+
+
+def test_saving_needs_the_frames(load_bench, tmp_path):
+    bench = load_bench("toyworld_best_of_n")
+    candidates = [Candidate(seed=0, reward=0.0, cot=None, truth=1.0, findings=(), gif=None)]
+    with pytest.raises(ValueError, match="keep_videos=True"):
+        bench.save_candidates(DemoReport(results=[PromptResult("p", candidates, 0)]), tmp_path / "c.npz")
+
+
+def test_a_file_that_is_not_saved_candidates_is_named(load_bench, tmp_path):
+    from descore.errors import DataError
+
+    bench = load_bench("toyworld_best_of_n")
+    np.savez(tmp_path / "other.npz", frames=np.zeros((1, 2, 3, 3, 4, 4)), truths=np.zeros((1, 2)))
+    with pytest.raises(DataError, match=r"other\.npz(.|\n)*missing arrays \['prompts', 'seeds'\]"):
+        bench.load_candidates(tmp_path / "other.npz")
+    np.savez(
+        tmp_path / "bad.npz",
+        frames=np.zeros((1, 2, 3, 3, 4, 4)),
+        truths=np.zeros((1, 3)),
+        prompts=np.array(["p"]),
+        seeds=np.zeros((1, 2)),
+    )
+    with pytest.raises(DataError, match=r"bad\.npz(.|\n)*truths has shape \(1, 3\), expected \(1, 2\)"):
+        bench.load_candidates(tmp_path / "bad.npz")
