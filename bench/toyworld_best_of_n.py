@@ -16,7 +16,7 @@ Each mode runs in one thread; run the modes or seeds as separate processes to us
 candidates (``--candidates-out``: per prompt, every candidate's reward and analyzer score) and pool them (``--pool FILE
 ...``).
 
-Generating the candidates is most of a run's time (about 5 min per 100 prompts, against about 1 min to score them
+Generating the candidates is most of a run's time (about 8 min per 100 prompts, against about 1 min to score them
 with think). To compare reward models on the same candidates, save them once (``--videos-out FILE.npz``: frames,
 prompts, seeds and analyzer scores; about 200 MB per 100 prompts) and score them again with any checkpoint
 (``--rescore FILE.npz ... --reward-model DIR``), which gives the rewards the pipeline gives to within float rounding.
