@@ -373,10 +373,16 @@ class DeScore:
     def _score_thinking(
         self, batch: list[_Item], settings: SamplingConfig, generation: dict[str, Any]
     ) -> tuple[torch.Tensor, list[list[int]]]:
-        """Generate the CoT, then read the query token through the generation's KV cache."""
+        """Generate the CoT, then read the query token through the generation's KV cache (beam search keeps one
+        cache row per beam: its chosen CoT is scored with one full forward instead)."""
         inputs = self._encode(batch, settings)
         gen_kwargs = dataclasses.asdict(self.config.generation)
         gen_kwargs.update(generation)
+        if gen_kwargs.get("num_return_sequences", 1) != 1:
+            raise ConfigError(
+                f"generation num_return_sequences={gen_kwargs['num_return_sequences']}: DeScore scores one chain of "
+                "thought per video; to score several, call score() again with do_sample=True, or pass them as cots="
+            )
         if not gen_kwargs.get("do_sample"):
             gen_kwargs.pop("temperature", None)
             gen_kwargs.pop("top_p", None)
@@ -390,6 +396,9 @@ class DeScore:
         generated = out.sequences[:, prompt_len:]
         gen_mask = _cot_mask(generated, eos_ids)
         cot_ids = [generated[r][gen_mask[r]].tolist() for r in range(len(batch))]
+        if gen_kwargs.get("num_beams", 1) > 1:
+            chosen = [dataclasses.replace(item, cot_ids=ids) for item, ids in zip(batch, cot_ids)]
+            return self._score_full(chosen, settings), cot_ids
         rewards = self.score_from_cache(inputs, out.sequences, gen_mask, out.cache)
         return rewards, cot_ids
 

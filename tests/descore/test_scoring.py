@@ -7,7 +7,7 @@ import warnings
 import pytest
 import torch
 
-from descore.errors import VideoError
+from descore.errors import ConfigError, VideoError
 from descore.scoring import DeScore
 from toyworld.tiny_models import build_qwen_vl, build_qwen_vl_processor
 
@@ -67,6 +67,20 @@ def test_kv_cache_with_rows_that_stop_early(scorer):
     assert lengths[row] < len(first[row]) and max(lengths) == len(first[0]), lengths
     recompute = scorer.score(VIDEOS, PROMPTS, cots=out.cot_token_ids, batch_size=3)
     assert torch.allclose(out.rewards, recompute.rewards, atol=1e-5, rtol=0)
+
+
+def test_beam_search_scores_the_chain_it_chose(scorer):
+    """Beam search keeps one cache row per beam; the chosen chain is scored as a given CoT would be."""
+    beams = scorer.score(VIDEOS, PROMPTS, think=True, batch_size=3, generation={"num_beams": 3})
+    assert all(ids for ids in beams.cot_token_ids)
+    recompute = scorer.score(VIDEOS, PROMPTS, cots=beams.cot_token_ids, batch_size=3)
+    assert torch.allclose(beams.rewards, recompute.rewards, atol=1e-5, rtol=0)
+    with pytest.raises(
+        ConfigError, match="num_return_sequences=2: DeScore scores one chain of thought per video"
+    ):
+        scorer.score(
+            VIDEOS[:1], PROMPTS[:1], think=True, generation={"num_beams": 2, "num_return_sequences": 2}
+        )
 
 
 def test_given_cot_as_text_equals_given_as_ids(scorer):
