@@ -193,6 +193,8 @@ def main() -> None:
         help="instead of generating: score the candidates of --videos-out files with --reward-model",
     )
     args = parser.parse_args()
+    if args.rescore and args.videos_out:
+        parser.error("--videos-out saves generated candidates; --rescore generates none")
     if args.pool:
         pooled: dict[str, list[dict[str, list[float]]]] = {}
         for path in args.pool:
