@@ -226,6 +226,14 @@ def toy_settings(recipe: str, lr: float | None = None) -> dict[str, Any]:
     }[recipe]
 
 
+def _metric(name: str, value: float) -> str:
+    """One printed metric: the update as an integer, the gradient norm in scientific notation (Flow-GRPO's toy
+    gradients are about 1e-7, which three decimals print as 0.000), the rest with three decimals."""
+    if name == "update":
+        return f"update {value}"
+    return f"{name} {value:.2e}" if name == "grad_norm" else f"{name} {value:.3f}"
+
+
 def true_quality(
     pipe, reward: RewardFunction, prompts: list[str], seeds: list[int], spec: SamplingSpec
 ) -> dict:
@@ -294,10 +302,7 @@ def bench_toy(
             if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
                 point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))
             curve.append(point)
-            print(
-                f"  {recipe} "
-                + ", ".join(f"{k} {v:.3f}" if k != "update" else f"update {v}" for k, v in point.items())
-            )
+            print(f"  {recipe} " + ", ".join(_metric(k, v) for k, v in point.items()))
 
         with tempfile.TemporaryDirectory() as tmp:
             trainer = make_trainer(
