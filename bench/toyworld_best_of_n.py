@@ -36,7 +36,7 @@ import torch
 
 from descore.errors import DataError
 from descore.scoring import DeScore
-from toyworld.demo import DEFAULT_REWARD_MODEL, DemoReport, run_demo
+from toyworld.demo import DEFAULT_REWARD_MODEL, Candidate, DemoReport, PromptResult, run_demo, summary
 from toyworld.generator import WORLD
 
 #: What a ``--videos-out`` file holds (arrays of a numpy ``.npz``).
@@ -87,10 +87,11 @@ def load_candidates(path: str | Path) -> dict[str, np.ndarray]:
     return arrays
 
 
-def rescore(paths: list[str], reward_model: str | Path | None, think: bool) -> list[dict[str, list[float]]]:
-    """Score saved candidates with a DeScore checkpoint: the table :func:`candidate_table` gives for a run."""
+def rescore(paths: list[str], reward_model: str | Path | None, think: bool) -> DemoReport:
+    """Score saved candidates with a DeScore checkpoint: the report of a run that had generated them (no CoTs,
+    findings or GIFs), with the highest-reward candidate of each prompt as its winner."""
     scorer = DeScore.from_pretrained(reward_model or DEFAULT_REWARD_MODEL)
-    table = []
+    report = DemoReport()
     for path in paths:
         arrays = load_candidates(path)
         frames, (num_prompts, num_candidates) = arrays["frames"], arrays["truths"].shape
@@ -99,9 +100,18 @@ def rescore(paths: list[str], reward_model: str | Path | None, think: bool) -> l
         rewards = scorer.score(
             videos, prompts, think=think, video_fps=float(WORLD.fps), progress=False
         ).rewards
-        rewards = rewards.reshape(num_prompts, num_candidates).tolist()
-        table += [{"rewards": r, "truths": t} for r, t in zip(rewards, arrays["truths"].tolist())]
-    return table
+        for prompt, row, truths, seeds in zip(
+            arrays["prompts"],
+            rewards.reshape(num_prompts, num_candidates).tolist(),
+            arrays["truths"],
+            arrays["seeds"],
+        ):
+            candidates = [
+                Candidate(seed=int(seed), reward=r, cot=None, truth=float(t), findings=(), gif=None)
+                for seed, r, t in zip(seeds, row, truths)
+            ]
+            report.results.append(PromptResult(str(prompt), candidates, int(np.argmax(row))))
+    return report
 
 
 def pick_gains(table: list[dict[str, list[float]]], k: int | None = None) -> np.ndarray:
@@ -215,7 +225,7 @@ def main() -> None:
         label, think = f"toy DeScore, {mode.replace('_', ' ')}", mode == "think"
         start = time.perf_counter()
         if args.rescore:
-            tables[mode] = rescore(args.rescore, args.reward_model, think)
+            report = rescore(args.rescore, args.reward_model, think)
         else:
             report = run_demo(
                 num_prompts=args.prompts,
@@ -228,24 +238,17 @@ def main() -> None:
                 keep_videos=bool(args.videos_out),
                 progress=False,
             )
-            tables[mode] = candidate_table(report)
             if args.videos_out and mode == args.modes[0]:  # every mode generates the same candidates
                 save_candidates(report, args.videos_out)
+        s = summary(report)
+        tables[mode] = candidate_table(report)
         print(
-            f"{label:<22} {_means(tables[mode])} {_interval(pick_gains(tables[mode])):>24} "
-            f"{time.perf_counter() - start:>8.0f}"
+            f"{label:<22} {s['descore_pick']:>13.3f} {s['random_pick']:>12.3f} {s['best_candidate']:>10.3f} "
+            f"{_interval(pick_gains(tables[mode])):>24} {time.perf_counter() - start:>8.0f}"
         )
         print(f"  {describe(tables[mode])}")
     if args.candidates_out:
         Path(args.candidates_out).write_text(json.dumps(tables))
-
-
-def _means(table: list[dict[str, list[float]]]) -> str:
-    """Mean analyzer score of the pick, of a random pick (the candidates' mean) and of the best candidate."""
-    truths = [np.array(row["truths"]) for row in table]
-    picked = np.mean([t[int(np.argmax(row["rewards"]))] for t, row in zip(truths, table)])
-    random_pick, best = np.mean([t.mean() for t in truths]), np.mean([t.max() for t in truths])
-    return f"{picked:>13.3f} {random_pick:>12.3f} {best:>10.3f}"
 
 
 if __name__ == "__main__":

@@ -86,10 +86,9 @@ def test_saved_candidates_rescore_to_the_rewards_of_the_run(load_bench, tmp_path
     assert saved["frames"].shape[:3] == (2, 3, report.results[0].candidates[0].video.shape[0])
     assert saved["prompts"].tolist() == [r.prompt for r in report.results]
     assert saved["seeds"].tolist() == [[c.seed for c in r.candidates] for r in report.results]
-    table, rescored = (
-        bench.candidate_table(report),
-        bench.rescore([str(tmp_path / "candidates.npz")], None, True),
-    )
+    rescored_report = bench.rescore([str(tmp_path / "candidates.npz")], None, True)
+    assert [r.winner for r in rescored_report.results] == [r.winner for r in report.results]
+    table, rescored = bench.candidate_table(report), bench.candidate_table(rescored_report)
     assert [row["truths"] for row in rescored] == [row["truths"] for row in table]
     assert np.allclose([row["rewards"] for row in rescored], [row["rewards"] for row in table], atol=1e-4)
 
