@@ -375,7 +375,6 @@ class DeScore:
     ) -> tuple[torch.Tensor, list[list[int]]]:
         """Generate the CoT, then read the query token through the generation's KV cache (beam search keeps one
         cache row per beam: its chosen CoT is scored with one full forward instead)."""
-        inputs = self._encode(batch, settings)
         gen_kwargs = dataclasses.asdict(self.config.generation)
         gen_kwargs.update(generation)
         if gen_kwargs.get("num_return_sequences", 1) != 1:
@@ -383,6 +382,7 @@ class DeScore:
                 f"generation num_return_sequences={gen_kwargs['num_return_sequences']}: DeScore scores one chain of "
                 "thought per video; to score several, call score() again with do_sample=True, or pass them as cots="
             )
+        inputs = self._encode(batch, settings)
         if not gen_kwargs.get("do_sample"):
             gen_kwargs.pop("temperature", None)
             gen_kwargs.pop("top_p", None)
