@@ -89,7 +89,7 @@ TOY_GENERATOR_OVERRIDES: dict[str, dict[str, Any]] = {
 
 #: Recommended call: ``pipe(prompt, **TOY_GENERATOR_CALL, generator=...)``. ``num_frames`` is 8 because WanPipeline
 #: rounds the frame count to ``k * temporal_factor + 1`` and this VAE's temporal factor is 1, so asking for 8 frames
-#: gives the world's 9 (diffusers logs a harmless rounding warning).
+#: gives the world's 9 (the rounding warning diffusers would log on every call is filtered, :class:`UnitRoundingFilter`).
 TOY_GENERATOR_CALL: dict[str, Any] = {
     "height": WORLD.height,
     "width": WORLD.width,
@@ -167,8 +167,31 @@ class TrainingSettings:
 # Shared pieces
 
 
+#: The warning WanPipeline logs on every call when the VAE does not compress time (``num_frames % 1 != 1``).
+UNIT_ROUNDING_WARNING = "`num_frames - 1` has to be divisible by 1."
+
+
+class UnitRoundingFilter(logging.Filter):
+    """Drops WanPipeline's frame-rounding warning for a temporal factor of 1, where it fires on every call.
+
+    With that factor the rounding always adds exactly one frame (which :data:`TOY_GENERATOR_CALL` accounts for), so
+    the warning says nothing; warnings for any other factor still pass.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith(UNIT_ROUNDING_WARNING)
+
+
+def _quiet_unit_rounding() -> None:
+    """Install :class:`UnitRoundingFilter` on diffusers' Wan pipeline logger, once."""
+    wan_logger = logging.getLogger(WanPipeline.__module__)
+    if not any(isinstance(f, UnitRoundingFilter) for f in wan_logger.filters):
+        wan_logger.addFilter(UnitRoundingFilter())
+
+
 def build_toy_generator(seed: int = 0) -> WanPipeline:
     """The generator's architecture with fresh seeded weights (the random-init baseline, and training's start)."""
+    _quiet_unit_rounding()
     return build_video_pipeline("wan2.1", seed, overrides=TOY_GENERATOR_OVERRIDES)
 
 
@@ -546,6 +569,7 @@ def load_toy_generator(path: str | Path | None = None) -> WanPipeline:
     except (OSError, ValueError, KeyError) as err:
         raise CheckpointError(f"{path}: cannot load the toy generator ({type(err).__name__}: {err})") from err
     pipe.set_progress_bar_config(disable=True)
+    _quiet_unit_rounding()
     return pipe
 
 
