@@ -185,9 +185,14 @@ class RecipeTrainer:
 
     def _reward(self, reward: Any) -> Any:
         from reward_guidance.families import family_adapter
-        from reward_guidance.protocol import as_reward
+        from reward_guidance.protocol import CascadeReward, as_reward
 
         reward = as_reward(reward) if reward is not None else build_reward(self.config.reward)
+        if isinstance(reward, CascadeReward):
+            raise ConfigError(
+                f"reward {reward.name}: a cascade scores only its shortlist (NaN for the other videos), so a recipe "
+                "cannot train on it; pass its second-stage reward instead"
+            )
         spec = self.config.sampling
         adapter = family_adapter(self.pipe)
         self.decoder = adapter.decoder

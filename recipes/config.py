@@ -38,14 +38,13 @@ class RewardSpec:
         },
     )
     path: str | None = field(default=None, metadata={"help": "DeScore checkpoint folder (kind descore)"})
-    mode: Literal["think_free", "think", "cascade"] = field(
+    mode: Literal["think_free", "think"] = field(
         default="think_free",
         metadata={
-            "help": "DeScore mode: think-free (one forward pass, the default), think (chain of thought first), or cascade "
-            "(think-free for all, think for the top_k)"
+            "help": "DeScore mode: think-free (one forward pass, the default) or think (chain of thought first). "
+            "The cascade is not a training reward: it scores only its shortlist"
         },
     )
-    top_k: int = field(default=2, metadata={"help": "cascade: videos per batch re-scored with thinking"})
     factory: str | None = field(
         default=None,
         metadata={
@@ -68,6 +67,13 @@ class RewardSpec:
     def __post_init__(self) -> None:
         if self.batch_size < 1:
             raise ConfigError(f"reward.batch_size: must be >= 1, got {self.batch_size}")
+        if self.mode == "cascade":
+            raise ConfigError(
+                "reward.mode: 'cascade' scores only its top_k videos (the others get no reward), so no recipe can "
+                "train on it; use 'think_free' or 'think' (best_of_group with 'think' is RAFT by the full judge)"
+            )
+        if self.mode not in ("think_free", "think"):
+            raise ConfigError(f"reward.mode: expected 'think_free' or 'think', got {self.mode!r}")
         if self.kind == "callable" and not self.factory:
             raise ConfigError("reward.factory: kind 'callable' needs factory: 'module:attribute'")
 
@@ -84,7 +90,6 @@ def build_reward(spec: RewardSpec) -> Any:
         return descore_reward(
             scorer,
             spec.mode,
-            top_k=spec.top_k,
             batch_size=spec.batch_size,
             sampling=spec.sampling,
             generation=spec.generation,

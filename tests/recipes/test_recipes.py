@@ -7,13 +7,14 @@ import pytest
 import torch
 
 from descore.errors import ConfigError
+from recipes.config import RewardSpec
 from recipes.dpo import DPOConfig, DPOTrainer
 from recipes.draft import DRaFTConfig, DRaFTTrainer
 from recipes.grpo import GRPOConfig, GRPOTrainer
 from recipes.lora import LoraSpec, load_lora
 from recipes.rollout import seeded_generators
 from recipes.rwr import RWRConfig, RWRTrainer
-from reward_guidance.protocol import CallableReward, FrameNeeds
+from reward_guidance.protocol import CallableReward, CascadeReward, FrameNeeds
 from tests.recipes.conftest import FAMILIES, PROMPTS, tiny_spec
 from toyworld.tiny_models.video_pipelines import PIPELINE_CALL_DEFAULTS
 
@@ -102,6 +103,13 @@ def test_bad_inputs_fail_before_compute(make_pipeline, tmp_path):
     plain = CallableReward(redness, name="not-differentiable")
     with pytest.raises(ConfigError, match="not differentiable"):
         DRaFTTrainer(make_config("draft", "wan2.1", tmp_path), pipe=pipe, reward=plain)
+    # A cascade rewards only its shortlist (NaN elsewhere): refused as a spec and as an instance.
+    with pytest.raises(ConfigError, match="reward.mode: 'cascade' scores only its top_k"):
+        RewardSpec(kind="descore", path="unused", mode="cascade")
+    with pytest.raises(ConfigError, match="reward.mode: expected 'think_free' or 'think', got 'thinking'"):
+        RewardSpec(kind="descore", path="unused", mode="thinking")
+    with pytest.raises(ConfigError, match="a cascade scores only its shortlist"):
+        RWRTrainer(make_config("rwr", "wan2.1", tmp_path), pipe=pipe, reward=CascadeReward(plain, plain, 1))
     assert not calls  # nothing ran
     with pytest.raises(ConfigError, match="num_frames"):
         GRPOTrainer(
