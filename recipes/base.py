@@ -325,11 +325,16 @@ class RecipeTrainer:
 
     # ------------------------------------------------------------------------------------------ optimisation
     def optimizer_step(self) -> dict[str, float]:
-        """Average gradients over processes, clip, step, advance the schedule and the EMA; zero the gradients."""
+        """Average gradients over processes, clip, step, advance the schedule and the EMA; zero the gradients.
+
+        Every process must call it, and each reduces every parameter in the same order: a parameter that got no
+        gradient here (e.g. a Wan 2.2 expert no sampled noise level reached) contributes zeros, so the collective
+        calls line up across processes instead of pairing different tensors or hanging.
+        """
         if self.accelerator.num_processes > 1:
             for param in self.params:
-                if param.grad is not None:
-                    param.grad = self.accelerator.reduce(param.grad, reduction="mean")
+                grad = param.grad if param.grad is not None else torch.zeros_like(param)
+                param.grad = self.accelerator.reduce(grad, reduction="mean")
         grads = [p.grad for p in self.params if p.grad is not None]
         norm = (
             torch.norm(torch.stack([g.detach().float().norm() for g in grads]))

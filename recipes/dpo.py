@@ -203,7 +203,11 @@ class DPOTrainer(DenoisingTrainer):
                     "train/reference_error_gap": (ref_w - ref_l).mean(),
                 }.items():
                     stats.setdefault(key, []).append(float(value))
-        if count:
+        everywhere = count
+        if self.accelerator.num_processes > 1:  # optimizer_step is collective: all processes step, or none
+            total = torch.tensor(float(count), device=self.accelerator.device)
+            everywhere = int(self.accelerator.reduce(total, reduction="sum"))
+        if everywhere:
             metrics.update(self.optimizer_step())
             metrics.update({key: sum(v) / len(v) for key, v in stats.items()})
         else:

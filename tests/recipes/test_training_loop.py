@@ -291,3 +291,35 @@ def test_bf16_mixed_precision_keeps_the_ratio_exact(make_pipeline, tmp_path):
     assert all(p.dtype == torch.float32 for p in trainer.params)
     metrics = trainer.train()[0]
     assert metrics["train/first_step_ratio_deviation"] == 0.0 and metrics["train/grad_norm"] > 0
+
+
+def _reduce_uneven_gradients() -> None:
+    """Run in each of 2 CPU processes: process 0 has a gradient for the first parameter only, process 1 for the
+    second only (a Wan 2.2 expert that no sampled noise level reached); both must end with the mean of each."""
+    from types import SimpleNamespace
+
+    from accelerate import Accelerator
+
+    accelerator = Accelerator(cpu=True)
+    rank = accelerator.process_index
+    params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))]
+    params[rank].grad = torch.full((3,), 2.0 + rank)
+    optimizer = torch.optim.SGD(params, lr=1.0)
+    trainer = SimpleNamespace(
+        accelerator=accelerator,
+        params=params,
+        config=SimpleNamespace(max_grad_norm=0.0),
+        optimizer=optimizer,
+        lr_scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0),
+        ema=None,
+    )
+    RecipeTrainer.optimizer_step(trainer)
+    # mean over processes: first (2 + 0) / 2 = 1, second (0 + 3) / 2 = 1.5; SGD with lr 1 subtracts them
+    torch.testing.assert_close(params[0].detach(), torch.full((3,), -1.0))
+    torch.testing.assert_close(params[1].detach(), torch.full((3,), -1.5))
+
+
+def test_optimizer_step_reduces_every_parameter_on_every_process():
+    from accelerate import debug_launcher
+
+    debug_launcher(_reduce_uneven_gradients, num_processes=2)
