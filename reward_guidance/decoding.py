@@ -96,9 +96,13 @@ class LatentDecoder(ABC):
         """(B, 3, F, H, W) in about [-1, 1]."""
         return self.vae.decode(z, return_dict=False)[0]
 
+    def pixel_frames(self, latent_frames: int) -> int:
+        """Pixel frames ``latent_frames`` latent frames decode to: ``(T - 1) * compression + 1``."""
+        return (latent_frames - 1) * self.temporal_compression + 1
+
     def num_frames(self, latents: torch.Tensor, grid: tuple[int, int, int] | None = None) -> int:
-        """Pixel frames the latents decode to: ``(T - 1) * compression + 1``."""
-        return (self.latent_frames(latents, grid) - 1) * self.temporal_compression + 1
+        """Pixel frames the latents decode to (:meth:`pixel_frames` of their latent frames)."""
+        return self.pixel_frames(self.latent_frames(latents, grid))
 
     def __call__(
         self,
@@ -176,6 +180,19 @@ class CogVideoXDecoder(LatentDecoder):
 
     def run_vae(self, z: torch.Tensor) -> torch.Tensor:
         return self.vae.decode(z).sample
+
+    def pixel_frames(self, latent_frames: int) -> int:
+        """The VAE decodes latent frames in batches of ``num_latent_frames_batch_size`` (the first batch also takes
+        the remainder); each temporal upsampling keeps the first frame of an odd batch and doubles the rest, so an
+        odd batch of T decodes to ``(T - 1) * compression + 1`` frames and an even one to ``T * compression``
+        (2 latent frames give 8 frames, not 5)."""
+        size = self.vae.num_latent_frames_batch_size
+        batches = max(latent_frames // size, 1)
+        first = latent_frames - size * (batches - 1)
+        return sum(
+            (t - 1) * self.temporal_compression + 1 if t % 2 else t * self.temporal_compression
+            for t in [first] + [size] * (batches - 1)
+        )
 
 
 class LTXDecoder(LatentDecoder):

@@ -134,9 +134,8 @@ class FamilyAdapter(ABC):
         return (num_frames - 1) // self.temporal_compression + 1
 
     def generated_frames(self, call_kwargs: Mapping[str, Any]) -> int:
-        """Frames a call with ``call_kwargs`` generates (the pipelines round ``num_frames`` down to 1 + k * ratio)."""
-        latent_frames = self.latent_frames(self.requested_frames(call_kwargs))
-        return (latent_frames - 1) * self.temporal_compression + 1
+        """Frames a call with ``call_kwargs`` generates: the decode of the latent frames its ``num_frames`` gets."""
+        return self.decoder.pixel_frames(self.latent_frames(self.requested_frames(call_kwargs)))
 
     def batch_kwargs(self, prompt: str, count: int) -> dict[str, Any]:
         """Call arguments that generate ``count`` videos of one prompt in one call (one generator per video)."""
@@ -244,6 +243,14 @@ class WanAdapter(FamilyAdapter):
     def default_fps(self, call_kwargs: Mapping[str, Any] | None = None) -> float:
         # Wan2.1 and Wan2.2-A14B generate at 16 fps, Wan2.2-TI2V-5B (48-channel VAE) at 24 fps.
         return 24.0 if self.vae.config.z_dim == 48 else 16.0
+
+    def generated_frames(self, call_kwargs: Mapping[str, Any]) -> int:
+        """WanPipeline's own rounding: a count that is not 1 + k * ratio becomes ``n // ratio * ratio + 1``, so 32
+        frames give 33 at ratio 4, and a ratio of 1 always adds a frame."""
+        frames, ratio = self.requested_frames(call_kwargs), self.temporal_compression
+        if frames % ratio != 1:
+            frames = frames // ratio * ratio + 1
+        return self.decoder.pixel_frames(self.latent_frames(max(frames, 1)))
 
     def _boundary(self) -> float | None:
         ratio = self.pipe.config.get("boundary_ratio")

@@ -38,6 +38,17 @@ def test_decoding_latents_gives_the_pipelines_own_frames(family):
     assert torch.equal(frames, expected)
 
 
+def test_cogvideox_even_latent_count_decodes_to_what_the_pipeline_returns():
+    # 8 requested frames -> 2 latent frames; CogVideoX's VAE doubles both twice: 8 frames, not (2 - 1) * 4 + 1.
+    pipe = pipeline("cogvideox")
+    latents = latents_of(pipe, "cogvideox", seed=3, num_frames=8)
+    decoder = family_adapter(pipe).decoder
+    frames = decoder(latents)
+    assert decoder.num_frames(latents) == frames.shape[1] == 8
+    assert torch.equal(frames, generate(pipe, "cogvideox", seed=3, num_frames=8))
+    assert torch.equal(decoder(latents, frames=[0, 7]), frames[:, [0, 7]])
+
+
 def test_ltx_timestep_conditioned_decoder_matches_the_pipeline():
     pipe = build_video_pipeline("ltx", seed=1, overrides={"vae": {"timestep_conditioning": True}})
     pipe.set_progress_bar_config(disable=True)

@@ -12,7 +12,7 @@ from descore.errors import ConfigError
 from reward_guidance.families import WanAdapter, family_adapter, supported_pipelines
 from reward_guidance.guidance import carry_through_scheduler
 from reward_guidance.lookahead import Lookahead
-from tests.reward_guidance.conftest import FAMILIES, PROMPT, call_kwargs, pipeline
+from tests.reward_guidance.conftest import FAMILIES, PROMPT, call_kwargs, generate, pipeline
 
 
 def run_with_lookahead(family: str, steps: int = 3, cfg_scale: float | None = None, **kwargs):
@@ -126,12 +126,19 @@ def test_subclasses_of_supported_pipelines_use_their_family():
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_adapter_names_frames_and_batches(family):
-    adapter = family_adapter(pipeline(family))
+    pipe = pipeline(family)
+    adapter = family_adapter(pipe)
     assert adapter.family == family
-    assert adapter.generated_frames({"num_frames": 10}) == 9  # rounded down to 1 + 4k, as the pipelines do
+    assert adapter.generated_frames({"num_frames": 10}) == 9  # rounded to 1 + 4k, as the pipelines do
     # the pipelines' own defaults (CogVideoX: the transformer's sample_frames, 9 for the tiny one)
     defaults = {"wan2.1": 81, "wan2.2": 81, "cogvideox": 9, "ltx": 161, "hunyuanvideo": 129}
     assert adapter.generated_frames({}) == defaults[family]
+    # What the pipeline really makes: 10 frames give 9 everywhere; of 8, Wan rounds up to 9 (8 % 4 != 1), the
+    # others keep 2 latent frames, which CogVideoX's VAE decodes to 8 (an even batch doubles every frame).
+    made = {"wan2.1": 9, "wan2.2": 9, "cogvideox": 8, "ltx": 5, "hunyuanvideo": 5}
+    for requested, expected in ((10, 9), (8, made[family])):
+        frames = generate(pipe, family, 0, num_frames=requested, num_inference_steps=2).shape[1]
+        assert frames == adapter.generated_frames({"num_frames": requested}) == expected
     batch = adapter.batch_kwargs(PROMPT, 3)
     assert batch == (
         {"prompt": [PROMPT] * 3} if family == "cogvideox" else {"prompt": PROMPT, "num_videos_per_prompt": 3}
