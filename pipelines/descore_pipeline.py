@@ -110,8 +110,9 @@ class GuidanceConfig:
     ``schedule`` ("constant", "linear", "cosine" or a function of progress in [0, 1)), ``max_grad_norm`` (clip each
     video's gradient), ``normalize`` (unit-RMS gradients, so that ``weight`` is the latents' RMS change), ``frames``
     (decode and score only these frames), ``checkpointing`` (gradient checkpointing in guided steps),
-    ``lookahead_cfg`` (both CFG branches in the look-ahead), ``cfg_scale`` (look-ahead CFG scale; HunyuanVideo's true
-    CFG needs it), ``slicing`` / ``tiling`` (VAE memory settings of the guided decode).
+    ``lookahead_cfg`` (both CFG branches in the look-ahead), ``cfg_scale`` (look-ahead CFG scale; by default the
+    pipeline's, and HunyuanVideo's ``true_cfg_scale`` of the call), ``slicing`` / ``tiling`` (VAE memory settings of
+    the guided decode).
     """
 
     weight: float = 1.0
@@ -577,6 +578,10 @@ class DeScorePipeline(DiffusionPipeline):
             _check_reward_frames(adapter, selection, num_frames, fps, "each generated video")
         guidance_reward = None
         if guidance_config is not None:
+            if guidance_config.cfg_scale is None and (scale := adapter.call_cfg_scale(kwargs)) is not None:
+                guidance_config = dataclasses.replace(
+                    guidance_config, cfg_scale=scale
+                )  # HunyuanVideo's true CFG
             guidance_reward = _differentiable(source)
             self._check_guidance(guidance_config, guidance_reward, adapter, prompt, num_frames, fps, kwargs)
 

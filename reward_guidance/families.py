@@ -175,6 +175,10 @@ class FamilyAdapter(ABC):
         low_noise_scale = getattr(self.pipe, "_guidance_scale_2", None)
         return float(self.denoiser(timestep, self.pipe.guidance_scale, low_noise_scale)[1])
 
+    def call_cfg_scale(self, call_kwargs: Mapping[str, Any]) -> float | None:
+        """A CFG scale a call sets but the pipeline does not keep (None when :meth:`cfg_scale` can read it)."""
+        return None
+
     def grid(self, calls: list[TransformerCall]) -> tuple[int, int, int] | None:
         """Latent (frames, height, width) for decoders of packed latents; read from the recorded call."""
         return None
@@ -337,6 +341,15 @@ class HunyuanVideoAdapter(FamilyAdapter):
 
     def cfg_scale(self, timestep: float) -> float | None:
         return None
+
+    def call_cfg_scale(self, call_kwargs: Mapping[str, Any]) -> float | None:
+        """``true_cfg_scale`` when the call runs true CFG (``> 1`` with a negative prompt or its embeddings)."""
+        scale = call_kwargs.get("true_cfg_scale", self.call_default("true_cfg_scale"))
+        negative = (
+            call_kwargs.get("negative_prompt") is not None
+            or call_kwargs.get("negative_prompt_embeds") is not None
+        )
+        return float(scale) if negative and scale is not None and scale > 1 else None
 
 
 _REGISTRY: dict[type[DiffusionPipeline], type[FamilyAdapter]] = {}

@@ -104,6 +104,20 @@ def test_guidance_runs_through_the_pipeline_in_every_family(family, scorer):
     assert not pipe.transformer._forward_pre_hooks  # guidance hooks are removed after the call
 
 
+def test_hunyuan_true_cfg_guidance_takes_the_calls_scale(scorer):
+    # HunyuanVideo does not keep true_cfg_scale; the look-ahead of step 1 (step 2 ends clean and needs none)
+    # replays both CFG calls, so it needs the scale, and DeScorePipeline passes the call's.
+    guided_mid = {**GUIDED, "window": (1, 2)}
+    pipe = pipeline("hunyuanvideo")
+    kwargs = call_kwargs("hunyuanvideo", output_type="pt", negative_prompt="blurry", true_cfg_scale=2.0)
+    descore = DeScorePipeline(pipe, reward_model=scorer)
+    plain = pipe(PROMPT, generator=seeded(3), **kwargs).frames
+    idle = descore(PROMPT, seeds=3, think=False, guidance={**guided_mid, "weight": 0.0}, **kwargs)
+    assert torch.equal(idle.frames, plain)
+    guided = descore(PROMPT, seeds=3, think=False, guidance=guided_mid, **kwargs)
+    assert guided.frames.shape == plain.shape and not torch.allclose(guided.frames, plain, atol=1e-4)
+
+
 def test_batched_prompts_give_one_winner_per_prompt_with_chains_of_thought(scorer):
     pipe = pipeline("wan2.1")
     kwargs = call_kwargs("wan2.1", output_type="np")
