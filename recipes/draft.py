@@ -2,9 +2,9 @@
 
 Each update samples ``group_size`` videos per prompt with the deterministic sampler; the first ``steps - K`` steps
 run without gradients, the last ``last_k`` with them (activation checkpointing in the transformer with
-``gradient_checkpointing``). The final latents are decoded with gradients (optionally only ``reward_frames`` random
-frames, with the VAE's own checkpointing where it has one) and the loss ``-reward`` is backpropagated into the LoRA.
-The reward must be differentiable (DeScore think-free, or a CallableReward declared differentiable).
+``gradient_checkpointing``). The final latents are decoded with gradients (optionally only ``reward_frames`` evenly
+spaced frames at a random offset, with the VAE's own checkpointing where it has one) and the loss ``-reward`` is
+backpropagated into the LoRA. The reward must be differentiable (DeScore think-free, or a CallableReward declared differentiable).
 
 Run: ``accelerate launch -m recipes.draft --config FILE`` (or ``python -m recipes.draft --config FILE``).
 """
@@ -38,7 +38,8 @@ class DRaFTConfig(RecipeConfig):
     reward_frames: int | None = field(
         default=None,
         metadata={
-            "help": "decode and score only this many frames, drawn at random per update (None: every frame)"
+            "help": "decode and score only this many frames, evenly spaced as widely as the clip allows, at an "
+            "offset drawn per update (the reward is told their frame rate); None: every frame"
         },
     )
     decoder_checkpointing: bool = field(
@@ -74,7 +75,7 @@ class DRaFTTrainer(RecipeTrainer):
         if frames is not None:
             try:
                 reward.check_frames(
-                    frames, self._subset_fps(list(range(frames))), "reward_frames: a frame subset"
+                    frames, self._subset_fps(self._subset(0)), "reward_frames: a frame subset"
                 )
             except VideoError as err:
                 raise ConfigError(f"reward_frames: {err}") from err
@@ -85,14 +86,21 @@ class DRaFTTrainer(RecipeTrainer):
 
         return subset_fps(indices, self.fps)
 
+    def _subset(self, offset: int) -> list[int]:
+        """``reward_frames`` frames at the widest even spacing that fits, from ``offset``: the reward sees the
+        whole clip at a known frame rate (``fps / spacing``), as it would sample a longer video."""
+        count, total = self.config.reward_frames, self.config.sampling.num_frames
+        spacing = 1 if count == 1 else (total - 1) // (count - 1)
+        return list(range(offset, offset + (count - 1) * spacing + 1, spacing))
+
     def frame_subset(self, update: int) -> list[int] | None:
+        """The update's frame subset (None: every frame); its offset is drawn per update."""
         count = self.config.reward_frames
         if count is None:
             return None
-        order = torch.randperm(
-            self.config.sampling.num_frames, generator=seeded(self.config.seed, update, "frames")
-        )
-        return sorted(order[:count].tolist())
+        slack = self.config.sampling.num_frames - self._subset(0)[-1]
+        generator = seeded(self.config.seed, update, "frames")
+        return self._subset(int(torch.randint(slack, (1,), generator=generator)))
 
     def run_update(self, update: int) -> dict[str, float]:
         config = self.config

@@ -17,6 +17,7 @@ from recipes.draft import DRaFTTrainer
 from recipes.grpo import GRPOConfig, GRPOTrainer
 from recipes.lora import LoraSpec
 from recipes.rwr import RWRConfig, RWRTrainer
+from reward_guidance.protocol import CallableReward
 from tests.recipes.conftest import PROMPTS, tiny_spec
 from tests.recipes.test_recipes import make_config, redness, reward
 from toyworld.tiny_models.video_pipelines import save_video_pipeline
@@ -270,10 +271,30 @@ def test_draft_frame_subset_with_checkpointing(make_pipeline, tmp_path):
         decoder_checkpointing=True,
         last_k=2,
     )
-    trainer = DRaFTTrainer(config, pipe=make_pipeline("ltx"), reward=reward())
-    assert len(trainer.frame_subset(0)) == 3
+    told = []
+    trainer = DRaFTTrainer(
+        config,
+        pipe=make_pipeline("ltx"),
+        reward=CallableReward(lambda v, p, fps: told.append(fps) or redness(v, p), differentiable=True),
+    )
+    # 3 of 9 frames at the widest even spacing (4), so the reward is told a quarter of the clip's fps
+    assert [trainer.frame_subset(u) for u in range(3)] == [[0, 4, 8]] * 3
     metrics = trainer.run_update(0)
-    assert metrics["train/grad_norm"] > 0
+    assert metrics["train/grad_norm"] > 0 and told == [trainer.fps / 4]
+    two = DRaFTTrainer(
+        make_config("draft", "ltx", tmp_path / "two", reward_frames=2, last_k=1),
+        pipe=make_pipeline("ltx"),
+        reward=reward(),
+    )
+    assert {tuple(two.frame_subset(u)) for u in range(8)} == {(0, 8)}
+    four = DRaFTTrainer(
+        make_config("draft", "ltx", tmp_path / "four", reward_frames=4, last_k=1),
+        pipe=make_pipeline("ltx"),
+        reward=reward(),
+    )
+    # spacing 2 spans 7 of the 9 frames: offsets 0-2, all drawn
+    subsets = {tuple(four.frame_subset(u)) for u in range(16)}
+    assert subsets == {(0, 2, 4, 6), (1, 3, 5, 7), (2, 4, 6, 8)}
     with pytest.raises(ConfigError, match="reward_frames"):
         make_config("draft", "ltx", tmp_path, reward_frames=10)
 
