@@ -254,6 +254,8 @@ class RewardGuidanceCallback(PipelineCallback):
         try:
             if step_index == 0:
                 self._start_run()
+                # frames, frame needs and prompt count are checked now, not at a late window's first step
+                self._frames_and_prompts(callback_kwargs["latents"], step_index, timestep)
             if step_index in self._guided:
                 callback_kwargs["latents"] = self._guide(step_index, timestep, callback_kwargs["latents"])
             return callback_kwargs

@@ -236,6 +236,16 @@ def test_bad_runs_fail_with_clear_errors(reward):
             pytest.raises(error, match=message),
         ):
             generate(pipe, "wan2.1", 0, callback_on_step_end=guidance)
+    # A late window still fails at the end of step 0 (its two CFG calls), not after the unguided steps.
+    calls = []
+    hook = pipe.transformer.register_forward_hook(lambda *args: calls.append(1))
+    with (
+        RewardGuidanceCallback(reward, pipe, prompt=PROMPT, window=(2, 3), frames=1) as guidance,
+        pytest.raises(VideoError, match="Score at least 4 frames"),
+    ):
+        generate(pipe, "wan2.1", 0, callback_on_step_end=guidance)
+    hook.remove()
+    assert len(calls) == 2
     with (
         RewardGuidanceCallback(reward, pipe, prompt=PROMPT) as guidance,
         torch.inference_mode(),
