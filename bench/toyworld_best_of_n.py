@@ -20,8 +20,10 @@ Generating the candidates is most of a run's time (about 8 min per 100 prompts, 
 with think). To compare reward models on the same candidates, save them once (``--videos-out FILE.npz``: frames,
 prompts, seeds and analyzer scores; about 200 MB per 100 prompts) and score them again with any checkpoint
 (``--rescore FILE.npz ... --reward-model DIR``), which gives the rewards the pipeline gives to within float rounding.
-The candidates of the runs the README reports (the shipped checkpoint, ``--seed`` 2-21) are in
-``bench/results/toyworld_best_of_n/``: ``--pool bench/results/toyworld_best_of_n/*.json`` prints the pooled figures.
+The candidates of the runs the README reports are in ``bench/results/toyworld_best_of_n/`` (the shipped checkpoint,
+``--seed`` 2-5 and 12-31; ``--pool bench/results/toyworld_best_of_n/seed_{22..31}.json`` prints the pre-registered
+run) and ``bench/results/toyworld_best_of_n_no_mirrors/`` (the previous checkpoint, trained without mirrored views,
+on the same candidates and on seeds 6-11).
 """
 
 from __future__ import annotations

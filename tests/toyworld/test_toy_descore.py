@@ -136,9 +136,9 @@ def test_the_command_line_sets_the_generator_and_its_storage():
         parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "1400"])
     )
     assert more.generated_prompts == 1400
-    assert default.generated_mirrors == ()
-    mirrored = recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run", "--mirrors"]))
-    assert mirrored.generated_mirrors == ("hflip", "reverse", "hflip_reverse")
+    assert default.generated_mirrors == ("hflip", "reverse", "hflip_reverse")
+    plain = recipe_from_args(parser.parse_args(["toy", "train-descore", "--out", "run", "--no-mirrors"]))
+    assert plain.generated_mirrors == ()
     with pytest.raises(ConfigError, match="generated-prompts"):
         recipe_from_args(
             parser.parse_args(["toy", "train-descore", "--out", "run", "--generated-prompts", "-1"])
