@@ -390,7 +390,7 @@ class DeScorePipeline(DiffusionPipeline):
         prompt: str | list[str] | None,
         num_candidates: int,
         seeds: Any,
-        think: bool,
+        think: bool | None,
         cascade_top_k: int | None,
         score: bool | None,
         candidate_batch_size: int,
@@ -412,8 +412,8 @@ class DeScorePipeline(DiffusionPipeline):
                 f"cascade_top_k must be None or an integer in 1..num_candidates ({num_candidates}), got "
                 f"{cascade_top_k!r}"
             )
-        if not isinstance(think, bool):
-            raise ConfigError(f"think must be True or False, got {think!r}")
+        if think is not None and not isinstance(think, bool):
+            raise ConfigError(f"think must be True, False or None, got {think!r}")
         if score is not None and not isinstance(score, bool):
             raise ConfigError(f"score must be None, True or False, got {score!r}")
         if score is False and num_candidates > 1:
@@ -488,7 +488,7 @@ class DeScorePipeline(DiffusionPipeline):
         *,
         num_candidates: int = 1,
         seeds: int | Sequence[int] | Sequence[Sequence[int]] | None = None,
-        think: bool = True,
+        think: bool | None = None,
         cascade_top_k: int | None = None,
         reward: RewardModel | None = None,
         guidance: GuidanceConfig | Mapping[str, Any] | None = None,
@@ -515,7 +515,8 @@ class DeScorePipeline(DiffusionPipeline):
             seeds: the candidates' seeds: a base seed (row r, candidate k gets ``seeds + r * num_candidates + k``),
                 ``num_candidates`` seeds used for every row, or one such list per row. None: drawn from torch's RNG and
                 recorded in the output.
-            think: a DeScore reward writes its chain of thought before scoring (True) or scores think-free (False).
+            think: a DeScore reward model writes its chain of thought before scoring (True; None means True) or scores
+                think-free (False). Any other reward keeps its own mode, so passing ``think`` with one is an error.
             cascade_top_k: DeScore cascade: think-free for every candidate, then thinking for the best k of each row.
             reward: overrides the ``reward_model`` component for this call (a DeScore, a RewardFunction used as it is,
                 or a callable).
@@ -801,7 +802,13 @@ def _selection_reward(source: Any, think: bool, cascade_top_k: int | None) -> Re
     if isinstance(source, DeScore):
         if cascade_top_k is not None:
             return descore_reward(source, "cascade", top_k=cascade_top_k)
-        return descore_reward(source, "think" if think else "think_free")
+        return descore_reward(source, "think_free" if think is False else "think")
+    if think is not None:
+        raise ConfigError(
+            f"think={think} sets the mode of a DeScore reward model, but the reward is a {type(source).__name__}, "
+            "which keeps its own; leave think unset, or build the reward with descore_reward(scorer, 'think' or "
+            "'think_free')"
+        )
     if cascade_top_k is not None:
         raise ConfigError(
             f"cascade_top_k builds a DeScore cascade, but the reward is a {type(source).__name__}; use a DeScore "

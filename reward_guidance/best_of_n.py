@@ -133,6 +133,9 @@ def best_of_n(
     batch_size = _check_count("batch_size", batch_size)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"best_of_n takes one non-empty prompt string, got {prompt!r}")
+    pipe_kwargs = {
+        k: v for k, v in pipe_kwargs.items() if not (k in _RESERVED and v is None)
+    }  # None: the default
     reserved = sorted(set(pipe_kwargs) & set(_RESERVED))
     if reserved:
         raise ConfigError(f"best_of_n sets {reserved} itself (per candidate seeds and batches); remove them")

@@ -392,6 +392,6 @@ def decode_latents(
     """Decode ``output_type="latent"`` latents of ``pipe`` into (B, F, C, H, W) frames in [0, 1].
 
     ``options`` are those of :meth:`~reward_guidance.decoding.LatentDecoder.__call__` (frames, grad, grid, slicing,
-    tiling, checkpointing).
+    tiling); for VAE checkpointing wrap the call and its backward in ``scoped.gradient_checkpointing``.
     """
     return family_adapter(pipe).decoder(latents, **options)

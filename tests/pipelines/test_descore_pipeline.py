@@ -305,6 +305,13 @@ def test_bad_requests_name_the_fix_before_anything_is_generated(scorer, tmp_path
             ConfigError,
             "DeScore cascade",
         ),
+        (
+            descore,
+            {"reward": descore_reward(scorer, "think"), "think": False},
+            ConfigError,
+            "think=False sets the mode of a DeScore reward model, but the reward is a DeScoreReward",
+        ),
+        (descore, {"think": "yes"}, ConfigError, "think must be True, False or None"),
         (slow_sampler, {}, VideoError, r"9 frame\(s\) at 16 fps .* Pass num_frames=17 or more"),
         (slow_sampler, {"num_candidates": 2}, VideoError, "lower the reward's sampling fps"),
         (DeScorePipeline(pipe), {"num_candidates": 2}, ConfigError, "load it with reward_model="),

@@ -38,6 +38,11 @@ def test_batched_and_sequential_generation_agree(scorer):
     assert torch.allclose(batched.videos, sequential.videos, atol=1e-4)
     assert batched.index == sequential.index
     assert torch.equal(batched.videos[batched.index], batched.video)
+    # an explicit None for an argument best_of_n fills in is the default, not a conflict
+    defaults = best_of_n(
+        pipe, PROMPT, 4, reward, seeds=5, batch_size=4, latents=None, prompt_embeds=None, **kwargs
+    )
+    assert torch.equal(defaults.rewards, batched.rewards)
 
 
 def test_cascade_thinks_only_for_the_shortlist_and_picks_from_it(scorer):
