@@ -102,12 +102,13 @@ def freeze_pipeline(pipe: DiffusionPipeline) -> None:
 def add_lora(pipe: DiffusionPipeline, spec: LoraSpec, seed: int = 0) -> list[torch.nn.Parameter]:
     """Freeze the pipeline and add the adapter to the chosen transformers; returns the trainable parameters.
 
-    The adapter's initial weights are drawn under a forked RNG seeded with ``seed`` (reproducible runs).
+    The adapter's initial weights are drawn under a forked CPU RNG seeded with ``seed`` (reproducible runs; peft
+    initialises them on the CPU), so neither the caller's CPU stream nor any CUDA generator is touched.
     """
     components = lora_components(pipe, spec)
     freeze_pipeline(pipe)
     with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+        torch.default_generator.manual_seed(seed)
         for name, module in components.items():
             matched = [
                 n for n, _ in module.named_modules() if any(n.endswith(t) for t in spec.target_modules)

@@ -76,3 +76,19 @@ def test_wan22_single_expert_and_bad_specs(make_pipeline, tmp_path):
         load_lora(make_pipeline("wan2.1"), tmp_path)
     with pytest.raises(ConfigError, match="no LoRA adapter"):
         save_lora(make_pipeline("wan2.1"), tmp_path)
+
+
+def test_lora_init_is_seeded_and_leaves_the_callers_rng_alone(make_pipeline):
+    def init(seed):
+        torch.manual_seed(123)
+        params = add_lora(make_pipeline("wan2.1"), LoraSpec(rank=4, alpha=8), seed=seed)
+        return [p.detach().clone() for p in params], torch.rand(3)
+
+    first, after = init(3)
+    again, _ = init(3)
+    other, _ = init(4)
+    torch.manual_seed(123)
+    make_pipeline("wan2.1")
+    assert torch.equal(after, torch.rand(3))  # the caller's stream continues as if no adapter was added
+    assert all(torch.equal(a, b) for a, b in zip(first, again))
+    assert not all(torch.equal(a, b) for a, b in zip(first, other))
