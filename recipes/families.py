@@ -359,9 +359,9 @@ class WanFamily(DenoiserFamily):
         )
 
     def cfg_enabled(self, spec):
-        return spec.guidance_scale > 1.0 or (
-            spec.guidance_scale_2 is not None and spec.guidance_scale_2 > 1.0
-        )
+        # As WanPipeline: guidance_scale decides whether CFG runs at all; guidance_scale_2 only sets its scale
+        # on the low-noise expert.
+        return spec.guidance_scale > 1.0
 
     def spatial_patch(self, pipe):
         return int(self.first_denoiser(pipe).config.patch_size[-1])

@@ -26,13 +26,23 @@ def test_recomputed_log_probs_equal_the_rollouts(family, make_pipeline):
         assert torch.equal(recomputed.prev_sample, trajectory.latents[:, step + 1])
 
 
-@pytest.mark.parametrize("family", ["wan2.1", "cogvideox", "ltx", "hunyuanvideo"])
-def test_deterministic_rollout_reproduces_the_pipeline(family, make_pipeline):
+@pytest.mark.parametrize(
+    ("family", "changes"),
+    [
+        ("wan2.1", {}),
+        ("wan2.2", {}),
+        ("wan2.2", {"guidance_scale": 1.0, "guidance_scale_2": 3.0}),  # no CFG at all, as WanPipeline decides
+        ("cogvideox", {}),
+        ("ltx", {}),
+        ("hunyuanvideo", {}),
+    ],
+)
+def test_deterministic_rollout_reproduces_the_pipeline(family, changes, make_pipeline):
     """With no noise the loop is the pipeline's own sampler (Wan: with an Euler scheduler in place of UniPC)."""
     pipe = make_pipeline(family)
-    if family == "wan2.1":
+    if family.startswith("wan"):
         pipe.scheduler = FlowMatchEulerDiscreteScheduler(shift=3.0)
-    spec = tiny_spec(family)
+    spec = tiny_spec(family, **changes)
     ode = rollout(pipe, PROMPTS, spec, seeded_generators([5, 6]), noise_level=0.0)
     assert not ode.stochastic.any() and torch.isnan(ode.log_probs).all()
     call = {
