@@ -37,7 +37,8 @@ class BestOfNResult:
     """The winning candidate and every candidate's scores, in candidate order."""
 
     video: Any
-    """The winner in the requested ``output_type``: "pt" (F, C, H, W) in [0, 1], "np" (F, H, W, C), "pil" frames."""
+    """The winner in the requested ``output_type``: "pt" (F, C, H, W) in [0, 1] on the device the pipeline returns
+    frames on, "np" (F, H, W, C), "pil" frames."""
     index: int
     """The winner's candidate index."""
     seed: int
@@ -56,7 +57,7 @@ class BestOfNResult:
     shortlist: list[int] = field(default_factory=list)
     """Candidates the final stage scored (every candidate unless cascading), best first for a cascade."""
     videos: torch.Tensor | None = None
-    """All candidates (N, F, C, H, W) in [0, 1] when ``keep_videos=True``."""
+    """All candidates (N, F, C, H, W) in [0, 1] on the CPU when ``keep_videos=True``."""
     seconds: dict[str, float] = field(default_factory=dict)
     """Wall time of generation and of each scoring stage."""
 
@@ -156,6 +157,7 @@ def best_of_n(
     cots: list[str | None] = [None] * num_candidates
     kept: dict[int, torch.Tensor] = {}
     all_videos: list[torch.Tensor] = []
+    device = torch.device("cpu")  # where the pipeline returns frames; candidates wait on the CPU meanwhile
     seconds = {"generation": 0.0, "first_stage" if cascade else "scoring": 0.0}
     show = progress if progress is not None else num_candidates > 1
     with tqdm(total=num_candidates, desc="best-of-N", unit="video", disable=not show) as bar:
@@ -170,6 +172,7 @@ def best_of_n(
                 **pipe_kwargs,
             ).frames
             seconds["generation"] += time.perf_counter() - started
+            device = frames.device
             started = time.perf_counter()
             with torch.inference_mode():
                 scored = first.evaluate(frames, prompt, fps=fps)
@@ -189,7 +192,9 @@ def best_of_n(
         shortlist = cascade.shortlist(first_rewards)
         started = time.perf_counter()
         with torch.inference_mode():
-            final = cascade.second.evaluate(torch.stack([kept[i] for i in shortlist]), prompt, fps=fps)
+            # on the device where the first stage saw them
+            shortlisted = torch.stack([kept[i] for i in shortlist]).to(device)
+            final = cascade.second.evaluate(shortlisted, prompt, fps=fps)
         seconds["second_stage"] = time.perf_counter() - started
         rewards = torch.full((num_candidates,), float("nan"))
         rewards[shortlist] = final.rewards.float().cpu()
@@ -205,7 +210,7 @@ def best_of_n(
         rewards[winner],
     )
     return BestOfNResult(
-        video=_to_output(pipe, kept[winner], output_type),
+        video=_to_output(pipe, kept[winner].to(device), output_type),
         index=winner,
         seed=seed_list[winner],
         reward=float(rewards[winner]),
