@@ -59,7 +59,7 @@ from reward_guidance import (
     subset_fps,
     supported_pipelines,
 )
-from reward_guidance.best_of_n import postprocess_frames
+from reward_guidance.best_of_n import check_count, postprocess_frames
 from reward_guidance.decoding import FrameSubset
 from reward_guidance.guidance import Schedule
 
@@ -401,8 +401,8 @@ class DeScorePipeline(DiffusionPipeline):
         pipeline_kwargs: Mapping[str, Any],
     ) -> None:
         """Refuse bad arguments before anything is generated; every error names the argument and the fix."""
-        _check_count("num_candidates", num_candidates, "1 for one video per prompt, N for the best of N")
-        _check_count("candidate_batch_size", candidate_batch_size, "candidates per pipeline call")
+        check_count("num_candidates", num_candidates, "1 for one video per prompt, N for the best of N")
+        check_count("candidate_batch_size", candidate_batch_size, "candidates per pipeline call")
         if cascade_top_k is not None and (
             isinstance(cascade_top_k, bool)
             or not isinstance(cascade_top_k, int)
@@ -721,7 +721,7 @@ class DeScorePipeline(DiffusionPipeline):
         per_prompt = 1
         if "num_videos_per_prompt" in adapter.batch_kwargs(prompts[0], 2):
             per_prompt = kwargs.get("num_videos_per_prompt") or 1
-            _check_count("num_videos_per_prompt", per_prompt, "videos per prompt")
+            check_count("num_videos_per_prompt", per_prompt, "videos per prompt")
         return [p for p in prompts for _ in range(per_prompt)]
 
     def _check_guidance(
@@ -760,12 +760,6 @@ def _call_arguments(pipe: DiffusionPipeline) -> set[str] | None:
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return None
     return set(parameters) - {"self"}
-
-
-def _check_count(name: str, value: Any, meaning: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1 ({meaning}), got {value!r}")
-    return value
 
 
 def _check_fps(fps: Any) -> float:

@@ -62,9 +62,11 @@ class BestOfNResult:
     """Wall time of generation and of each scoring stage."""
 
 
-def _check_count(name: str, value: Any) -> int:
+def check_count(name: str, value: Any, meaning: str | None = None) -> int:
+    """``value`` if it is an integer >= 1, else a ConfigError naming ``name`` (and what it counts)."""
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be an integer >= 1, got {value!r}")
+        what = f" ({meaning})" if meaning else ""
+        raise ConfigError(f"{name} must be an integer >= 1{what}, got {value!r}")
     return value
 
 
@@ -130,8 +132,8 @@ def best_of_n(
     adapter = family_adapter(pipe)
     pipe = adapter.pipe
     reward = as_reward(reward)
-    num_candidates = _check_count("num_candidates", num_candidates)
-    batch_size = _check_count("batch_size", batch_size)
+    num_candidates = check_count("num_candidates", num_candidates)
+    batch_size = check_count("batch_size", batch_size)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"best_of_n takes one non-empty prompt string, got {prompt!r}")
     pipe_kwargs = {
