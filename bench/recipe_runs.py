@@ -362,7 +362,7 @@ def main() -> None:
     parser.add_argument(
         "--descore-mode",
         default="think",
-        choices=["think", "think_free", "cascade"],
+        choices=["think", "think_free"],
         help="how the DeScore reward scores (default think)",
     )
     parser.add_argument("--generator", type=Path, help="toy generator checkpoint (default: the shipped one)")
