@@ -579,10 +579,9 @@ class DeScorePipeline(DiffusionPipeline):
             _check_reward_frames(adapter, selection, num_frames, fps, "each generated video")
         guidance_reward = None
         if guidance_config is not None:
+            # a scale the call sets but the pipeline does not keep (HunyuanVideo's true CFG)
             if guidance_config.cfg_scale is None and (scale := adapter.call_cfg_scale(kwargs)) is not None:
-                guidance_config = dataclasses.replace(
-                    guidance_config, cfg_scale=scale
-                )  # HunyuanVideo's true CFG
+                guidance_config = dataclasses.replace(guidance_config, cfg_scale=scale)
             guidance_reward = _differentiable(source)
             self._check_guidance(guidance_config, guidance_reward, adapter, prompt, num_frames, fps, kwargs)
 

@@ -4,7 +4,8 @@ Each update samples ``group_size`` videos per prompt with the deterministic samp
 run without gradients, the last ``last_k`` with them (activation checkpointing in the transformer with
 ``gradient_checkpointing``). The final latents are decoded with gradients (optionally only ``reward_frames`` evenly
 spaced frames at a random offset, with the VAE's own checkpointing where it has one) and the loss ``-reward`` is
-backpropagated into the LoRA. The reward must be differentiable (DeScore think-free, or a CallableReward declared differentiable).
+backpropagated into the LoRA. The reward must be differentiable (DeScore think-free, or a CallableReward declared
+differentiable).
 
 Run: ``accelerate launch -m recipes.draft --config FILE`` (or ``python -m recipes.draft --config FILE``).
 """

@@ -136,9 +136,8 @@ def best_of_n(
     batch_size = check_count("batch_size", batch_size)
     if not isinstance(prompt, str) or not prompt.strip():
         raise ConfigError(f"best_of_n takes one non-empty prompt string, got {prompt!r}")
-    pipe_kwargs = {
-        k: v for k, v in pipe_kwargs.items() if not (k in _RESERVED and v is None)
-    }  # None: the default
+    # an explicit None for an argument best_of_n sets is that argument's default, not a conflict
+    pipe_kwargs = {k: v for k, v in pipe_kwargs.items() if not (k in _RESERVED and v is None)}
     reserved = sorted(set(pipe_kwargs) & set(_RESERVED))
     if reserved:
         raise ConfigError(f"best_of_n sets {reserved} itself (per candidate seeds and batches); remove them")
