@@ -147,9 +147,9 @@ def test_the_command_line_sets_the_generator_and_its_storage():
 
 def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
     """Stage 2 from the shipped checkpoint on pairs of the toy generator's own samples (analyzer ground truth): over
-    10 steps the mean rollout reward rises (the CoT ratings move towards what the analyzer measures; the track CoT
-    starts high, so the rise is small), the first importance ratio is exactly 1 and the BT accuracy on paired
-    rollouts does not collapse."""
+    20 steps the mean rollout reward rises (the CoT ratings move towards what the analyzer measures; the track CoT
+    starts high, so the rise is small and the first and last 5 steps are compared), the first importance ratio is
+    exactly 1 and the BT accuracy on paired rollouts does not collapse."""
     import numpy as np
 
     from descore.training import read_metrics
@@ -185,7 +185,7 @@ def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
         max_new_tokens=200,
         length_thresholds=[100.0, 200.0, 300.0, 400.0],
         learning_rate=1e-3,
-        max_steps=10,
+        max_steps=20,
         mixed_precision="no",
         save_every=0,
         progress=False,
@@ -194,10 +194,11 @@ def test_stage_two_raises_the_rollout_reward_on_generator_samples(tmp_path):
     DualRLTrainer(config).train()
     steps = [m for m in read_metrics(tmp_path / "run") if "reward" in m]
     rewards = [m["reward"] for m in steps]
-    assert len(rewards) == 10
-    assert np.mean(rewards[-3:]) > np.mean(rewards[:3]) + 0.03, rewards  # seen: 0.695 -> 0.739
+    assert len(rewards) == 20
+    assert np.mean(rewards[-5:]) > np.mean(rewards[:5]) + 0.03, rewards  # seen: 0.746 -> 0.814
     assert steps[0]["ratio_first_update_max_dev"] == 0.0
-    assert np.mean([m["bt_accuracy"] for m in steps]) > 0.35
+    # a step with no decided pair (every pair tied) logs no BT accuracy
+    assert np.mean([m["bt_accuracy"] for m in steps if m["bt_accuracy"] is not None]) > 0.35
 
 
 @pytest.mark.parametrize(
