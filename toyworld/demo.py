@@ -207,6 +207,13 @@ def _cell(c: Candidate, label: str, highlight: bool) -> str:
     )
 
 
+#: Why the demo's pick-vs-random numbers are not the measurement (printed and shown next to them).
+FEW_PROMPTS_NOTE = (
+    "a few prompts cannot resolve the toy DeScore's small gain over a random pick: bench/toyworld_best_of_n.py "
+    "measures it over 1,000 prompts (README, Benchmarks)"
+)
+
+
 def summary(report: DemoReport) -> dict[str, float]:
     """Mean analyzer score of DeScore's pick, of a random pick (the candidates' mean) and of the best candidate."""
     picked = [r.candidates[r.winner].truth for r in report.results]
@@ -238,6 +245,7 @@ def render_html(report: DemoReport) -> str:
         "<h2>Summary</h2><ul>",
         f"<li>mean analyzer score of DeScore's pick: <b>{stats['descore_pick']:.2f}</b></li>",
         f"<li>of a random pick: {stats['random_pick']:.2f}; of the best candidate: {stats['best_candidate']:.2f}</li>",
+        f"<li>{html.escape(FEW_PROMPTS_NOTE)}</li>",
     ]
     if report.guidance:
         parts.append(
@@ -285,6 +293,7 @@ def _run(args: argparse.Namespace) -> int:
         f" best candidate {stats['best_candidate']:.2f}) over {len(report.results)} prompts x {args.candidates}"
         " candidates"
     )
+    print(f"  ({FEW_PROMPTS_NOTE})")
     if report.guidance:
         print(
             f"guidance: reward {stats['reward_unguided']:+.3f} -> {stats['reward_guided']:+.3f} (same seeds)"

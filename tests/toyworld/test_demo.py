@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import re
 
 import pytest
@@ -9,7 +10,7 @@ import torch
 
 from descore.cli import main
 from descore.scoring import DeScore
-from toyworld.demo import render_html, run_demo, summary
+from toyworld.demo import FEW_PROMPTS_NOTE, render_html, run_demo, summary
 from toyworld.generator import build_toy_generator
 from toyworld.tiny_models import build_qwen_vl, build_qwen_vl_processor
 
@@ -75,7 +76,9 @@ def test_demo_cli_writes_a_self_contained_page(checkpoints, tmp_path, capsys):
     assert code == 0
     page = (tmp_path / "report.html").read_text()
     assert page.startswith("<!doctype html>") and "http" not in page
-    assert "DeScore's pick scores" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert "DeScore's pick scores" in printed and FEW_PROMPTS_NOTE in printed
+    assert html.escape(FEW_PROMPTS_NOTE) in page  # a handful of prompts is not the measurement, and says so
 
 
 def test_demo_names_missing_checkpoints(tmp_path, capsys):
