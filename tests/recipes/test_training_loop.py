@@ -320,8 +320,11 @@ def _reduce_uneven_gradients() -> None:
     from types import SimpleNamespace
 
     from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
 
+    AcceleratorState._reset_state(reset_partial_state=True)  # forked: drop the parent's single-process state
     accelerator = Accelerator(cpu=True)
+    assert accelerator.num_processes == 2
     rank = accelerator.process_index
     params = [torch.nn.Parameter(torch.zeros(3)), torch.nn.Parameter(torch.zeros(3))]
     params[rank].grad = torch.full((3,), 2.0 + rank)
