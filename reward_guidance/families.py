@@ -250,11 +250,12 @@ class WanAdapter(FamilyAdapter):
 
     def generated_frames(self, call_kwargs: Mapping[str, Any]) -> int:
         """WanPipeline's own rounding: a count that is not 1 + k * ratio becomes ``n // ratio * ratio + 1``, so 32
-        frames give 33 at ratio 4, and a ratio of 1 always adds a frame."""
+        frames give 33 at ratio 4, and a ratio of 1 always adds a frame. The causal VAE decodes 1 + k * ratio
+        frames to exactly that many."""
         frames, ratio = self.requested_frames(call_kwargs), self.temporal_compression
         if frames % ratio != 1:
             frames = frames // ratio * ratio + 1
-        return self.decoder.pixel_frames(self.latent_frames(max(frames, 1)))
+        return max(frames, 1)
 
     def _boundary(self) -> float | None:
         ratio = self.pipe.config.get("boundary_ratio")
