@@ -26,7 +26,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 
+from descore.metrics import bootstrap_interval
 from recipes.dpo import DPOConfig, DPOTrainer
 from recipes.draft import DRaFTConfig, DRaFTTrainer
 from recipes.families import SamplingSpec, pipeline_call_kwargs
@@ -253,9 +255,20 @@ def true_quality(
                 .clamp(0, 1)
             )
     videos = torch.cat(videos)
-    rewards = reward(videos, prompts, fps=spec.fps)
+    rewards = reward(videos, prompts, fps=spec.fps).float().cpu().tolist()
     quality = [analyze(v, p).overall for v, p in zip(videos, prompts)]
-    return {"reward": float(rewards.mean()), "true_quality": float(sum(quality) / len(quality))}
+    return {
+        "reward": sum(rewards) / len(rewards),
+        "true_quality": sum(quality) / len(quality),
+        "rewards": rewards,
+        "qualities": quality,
+    }
+
+
+def paired_change(before: dict, after: dict, key: str) -> tuple[float, float, float]:
+    """Mean change of one per-sample value (``rewards`` or ``qualities``) between two evaluations of the same prompts
+    and seeds, with a 95% bootstrap interval over the samples: the evaluation's noise, not the training run's."""
+    return bootstrap_interval([a - b for a, b in zip(after[key], before[key])])
 
 
 def bench_toy(
@@ -268,7 +281,9 @@ def bench_toy(
     allow_untrained: bool,
     recipes: list[str],
     lr: float | None,
+    overrides: dict[str, dict[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
+    overrides = overrides or {}
     if toy_pipeline(allow_untrained) is None:
         print(
             "toy world: the toy generator checkpoint is missing (train it with `descore toy train-generator`, "
@@ -302,7 +317,8 @@ def bench_toy(
             if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
                 point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))
             curve.append(point)
-            print(f"  {recipe} " + ", ".join(_metric(k, v) for k, v in point.items()))
+            shown = {k: v for k, v in point.items() if not isinstance(v, list)}
+            print(f"  {recipe} " + ", ".join(_metric(k, v) for k, v in shown.items()))
 
         with tempfile.TemporaryDirectory() as tmp:
             trainer = make_trainer(
@@ -313,8 +329,7 @@ def bench_toy(
                 tmp,
                 train,
                 num_updates=updates,
-                prompts_per_update=4,
-                **toy_settings(recipe, lr),
+                **{"prompts_per_update": 4, **toy_settings(recipe, lr), **overrides.get(recipe, {})},
             )
             trainer.train(callback=evaluate)
         before, after = curve[0], curve[-1]
@@ -323,14 +338,38 @@ def bench_toy(
         f"\ntoy world ({f'DeScore {descore_mode} {descore}' if descore else 'analyzer reward'}), {updates} updates, "
         f"{train_prompts} prompts, true quality on {len(held_out)} fresh samples"
     )
-    print(f"{'recipe':>6} | {'reward before':>13} {'after':>7} | {'true quality before':>19} {'after':>7}")
+    print(
+        f"{'recipe':>6} | {'reward before':>13} {'after':>7} {'paired change [95%]':>25} | "
+        f"{'true quality before':>19} {'after':>7} {'paired change [95%]':>25}"
+    )
     for row in rows:
         b, a = row["before"], row["after"]
+        row["reward_change"] = paired_change(b, a, "rewards")
+        row["quality_change"] = paired_change(b, a, "qualities")
         print(
-            f"{row['recipe']:>6} | {b['reward']:13.3f} {a['reward']:7.3f} | {b['true_quality']:19.3f} "
-            f"{a['true_quality']:7.3f}"
+            f"{row['recipe']:>6} | {b['reward']:13.3f} {a['reward']:7.3f} {_change(row['reward_change']):>25} | "
+            f"{b['true_quality']:19.3f} {a['true_quality']:7.3f} {_change(row['quality_change']):>25}"
         )
     return rows
+
+
+def _change(interval: tuple[float, float, float]) -> str:
+    mean, low, high = interval
+    return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
+
+
+def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["dpo.sft_weight=25", ...]`` -> ``{"dpo": {"sft_weight": 25}}`` (values read as YAML)."""
+    overrides: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        recipe, dot, name = key.partition(".")
+        if not sep or not dot or recipe not in RECIPES or not name:
+            raise SystemExit(
+                f"--set {item!r}: expected RECIPE.KEY=VALUE with RECIPE one of {sorted(RECIPES)}"
+            )
+        overrides.setdefault(recipe, {})[name] = yaml.safe_load(value)
+    return overrides
 
 
 def main() -> None:
@@ -357,6 +396,13 @@ def main() -> None:
         type=float,
         default=None,
         help="learning rate of the toy-world runs (default: per recipe, TOY_LEARNING_RATES)",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="RECIPE.KEY=VALUE",
+        help="override one toy-world recipe setting, e.g. dpo.sft_weight=25 (value read as YAML; repeatable)",
     )
     parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
     parser.add_argument(
@@ -395,6 +441,7 @@ def main() -> None:
             args.allow_untrained,
             args.recipes,
             args.lr,
+            parse_overrides(args.set),
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

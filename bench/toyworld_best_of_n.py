@@ -37,6 +37,7 @@ import numpy as np
 import torch
 
 from descore.errors import DataError
+from descore.metrics import bootstrap_interval
 from descore.scoring import DeScore
 from toyworld.demo import DEFAULT_REWARD_MODEL, Candidate, DemoReport, PromptResult, run_demo, summary
 from toyworld.generator import WORLD
@@ -160,15 +161,6 @@ def describe(table: list[dict[str, list[float]]]) -> str:
 def _interval(values: np.ndarray) -> str:
     mean, low, high = bootstrap_interval(values)
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
-
-
-def bootstrap_interval(
-    gains: np.ndarray, resamples: int = 10_000, seed: int = 0
-) -> tuple[float, float, float]:
-    """Mean of per-prompt gains with a 95% bootstrap interval over prompts."""
-    draws = np.random.default_rng(seed).integers(len(gains), size=(resamples, len(gains)))
-    low, high = np.percentile(gains[draws].mean(axis=1), [2.5, 97.5])
-    return float(gains.mean()), float(low), float(high)
 
 
 def main() -> None:

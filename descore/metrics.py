@@ -262,3 +262,16 @@ def pair_inputs(pairs: Iterable[PreferencePair], *, with_cot: bool = False) -> P
         items.append(ScoringInput(pair.video_b, pair.prompt, pair.cot_b if with_cot else None))
     dedup = unique_inputs(items)
     return PairInputs(inputs=dedup.unique, index_a=dedup.index[0::2], index_b=dedup.index[1::2])
+
+
+def bootstrap_interval(
+    values: ArrayLike, resamples: int = 10_000, seed: int = 0
+) -> tuple[float, float, float]:
+    """Mean of ``values`` (one per independent unit: a prompt, a paired sample) with a 95% percentile-bootstrap
+    interval, so that a benchmark's gain is reported with the noise of its sample."""
+    values = _rewards(values, "values")
+    if not values.size:
+        raise DataError("values", ["no values to average"])
+    draws = np.random.default_rng(seed).integers(len(values), size=(resamples, len(values)))
+    low, high = np.percentile(values[draws].mean(axis=1), [2.5, 97.5])
+    return float(values.mean()), float(low), float(high)

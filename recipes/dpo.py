@@ -7,8 +7,10 @@ with ``e(x) = ||target - prediction||^2`` (v = eps - x0 for flows, the scheduler
 
     L = -log sigmoid(-(beta / 2) [(e_theta(w) - e_ref(w)) - (e_theta(l) - e_ref(l))])
 
-with a constant ``beta`` and the reference ``e_ref`` from the same network with the LoRA disabled. The implicit
-accuracy (the share of pairs whose inner term is positive) is logged.
+with a constant ``beta`` and the reference ``e_ref`` from the same network with the LoRA disabled, plus, with
+``sft_weight`` alpha > 0, ``alpha e_theta(w)``: the winner's own denoising loss (RPO; trl's ``rpo_alpha``), which keeps
+DPO from raising both errors, the loser's faster than the winner's. The implicit accuracy (the share of pairs whose
+inner term is positive) is logged.
 
 Run: ``accelerate launch -m recipes.dpo --config FILE`` (or ``python -m recipes.dpo --config FILE``).
 """
@@ -28,7 +30,7 @@ from descore.pairs import PairLabel, load_pairs
 from descore.video_io import read_video
 from recipes.base import seeded
 from recipes.families import Conditioning, SampleContext
-from recipes.groups import best_worst_pairs
+from recipes.groups import all_pairs, best_worst_pairs
 from recipes.lora import reference_policy
 from recipes.objectives import denoising_errors, noisy_batch
 from recipes.rollout import prepare_context
@@ -52,8 +54,20 @@ class DPOConfig(DenoisingConfig):
             "help": "online: best vs worst of each prompt's group, ranked by the reward; offline: pairs from pair_file"
         },
     )
+    pairing: Literal["best_worst", "all"] = field(
+        default="best_worst",
+        metadata={
+            "help": "online: each group's best vs worst sample, or every pair of its samples whose rewards differ"
+        },
+    )
     min_reward_gap: float = field(
-        default=0.0, metadata={"help": "online: skip groups whose best and worst reward differ by no more"}
+        default=0.0, metadata={"help": "online: skip pairs whose rewards differ by no more"}
+    )
+    sft_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "weight of the winner's denoising loss added to the DPO loss (RPO, trl's rpo_alpha); 0: pure DPO"
+        },
     )
     pair_file: str | None = field(
         default=None, metadata={"help": "offline: preference-pair file (CSV/JSONL, descore.pairs formats)"}
@@ -70,6 +84,8 @@ class DPOConfig(DenoisingConfig):
         super().__post_init__()
         if self.beta <= 0:
             raise ConfigError(f"beta: must be positive, got {self.beta}")
+        if self.sft_weight < 0:
+            raise ConfigError(f"sft_weight: must be >= 0, got {self.sft_weight}")
         if self.pair_source == "offline" and not self.pair_file:
             raise ConfigError("pair_file: pair_source 'offline' needs a preference-pair file")
         if self.pair_source == "online" and self.group_size < 2:
@@ -107,7 +123,8 @@ class DPOTrainer(DenoisingTrainer):
         self, update: int
     ) -> tuple[torch.Tensor, torch.Tensor, Conditioning, SampleContext, dict]:
         samples = self.sample_groups(update, sde_steps=[])
-        winners, losers = best_worst_pairs(samples.rewards, samples.group_ids, self.config.min_reward_gap)
+        pairs = all_pairs if self.config.pairing == "all" else best_worst_pairs
+        winners, losers = pairs(samples.rewards, samples.group_ids, self.config.min_reward_gap)
         x0 = samples.final_latents
         conditioning = samples.conditioning.select(winners)
         metrics = self.reward_metrics(samples)
@@ -192,10 +209,13 @@ class DPOTrainer(DenoisingTrainer):
                 model_w, model_l = errors.chunk(2)
                 ref_w, ref_l = reference.chunk(2)
                 inside = -0.5 * config.beta * ((model_w - ref_w) - (model_l - ref_l))
-                loss = -F.logsigmoid(inside).sum() / (count * config.train_timesteps)
+                loss = (-F.logsigmoid(inside) + config.sft_weight * model_w).sum() / (
+                    count * config.train_timesteps
+                )
                 self.accelerator.backward(loss)
                 for key, value in {
                     "train/loss": -F.logsigmoid(inside.detach()).mean(),
+                    "train/sft_loss": config.sft_weight * model_w.detach().mean(),
                     "train/implicit_accuracy": (inside.detach() > 0).float().mean(),
                     "train/inside_mean": inside.detach().mean(),
                     "train/model_error_winner": model_w.detach().mean(),

@@ -75,3 +75,20 @@ def best_worst_pairs(
             winners.append(int(best))
             losers.append(int(worst))
     return torch.tensor(winners, dtype=torch.long), torch.tensor(losers, dtype=torch.long)
+
+
+def all_pairs(
+    rewards: torch.Tensor, group_ids: torch.Tensor, min_gap: float = 0.0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Online DPO pairs: every (winner, loser) of two samples of one group whose rewards differ by more than
+    ``min_gap`` (a group of G distinct rewards gives G (G - 1) / 2 pairs), in group order."""
+    winners, losers = [], []
+    for index in _groups(group_ids):
+        for a in range(len(index)):
+            for b in range(a + 1, len(index)):
+                i, j = int(index[a]), int(index[b])
+                gap = float(rewards[i] - rewards[j])
+                if abs(gap) > min_gap:
+                    winners.append(i if gap > 0 else j)
+                    losers.append(j if gap > 0 else i)
+    return torch.tensor(winners, dtype=torch.long), torch.tensor(losers, dtype=torch.long)

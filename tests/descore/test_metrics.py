@@ -11,6 +11,7 @@ from descore.errors import DataError
 from descore.metrics import (
     accuracy_with_ties,
     accuracy_without_ties,
+    bootstrap_interval,
     evaluate_dimensions,
     label_array,
     pair_inputs,
@@ -173,3 +174,12 @@ def test_pair_inputs_with_cot_keeps_different_cots_apart():
     assert len(pair_inputs(pairs).inputs) == 3
     with_cot = pair_inputs(pairs, with_cot=True)
     assert len(with_cot.inputs) == 4 and with_cot.inputs[2].cot == "cot3"
+
+
+def test_bootstrap_interval_brackets_the_mean_and_shrinks_with_agreement():
+    mean, low, high = bootstrap_interval([1.0] * 30)
+    assert (mean, low, high) == (1.0, 1.0, 1.0)
+    mean, low, high = bootstrap_interval([0.0, 2.0] * 20)
+    assert mean == pytest.approx(1.0) and low < 1.0 < high
+    with pytest.raises(DataError, match="no values"):
+        bootstrap_interval([])

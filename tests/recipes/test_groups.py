@@ -4,7 +4,13 @@ import pytest
 import torch
 
 from descore.errors import ConfigError
-from recipes.groups import best_of_group_weights, best_worst_pairs, group_advantages, group_softmax_weights
+from recipes.groups import (
+    all_pairs,
+    best_of_group_weights,
+    best_worst_pairs,
+    group_advantages,
+    group_softmax_weights,
+)
 
 REWARDS = torch.tensor([1.0, 2.0, 3.0, 5.0, 5.0, 5.0])
 GROUPS = torch.tensor([0, 0, 0, 1, 1, 1])
@@ -43,3 +49,12 @@ def test_best_worst_pairs_skip_ties_and_small_gaps():
     assert winners.tolist() == [2] and losers.tolist() == [0]
     winners, _ = best_worst_pairs(REWARDS, GROUPS, min_gap=2.5)
     assert winners.tolist() == []
+
+
+def test_all_pairs_orders_every_untied_pair_of_a_group():
+    rewards = torch.tensor([1.0, 3.0, 2.0, 5.0, 5.0, 4.0])
+    winners, losers = all_pairs(rewards, GROUPS)
+    # Group 0: (3 > 1), (2 > 1), (3 > 2); group 1: the tied 5s give no pair, each 5 beats the 4.
+    assert list(zip(winners.tolist(), losers.tolist())) == [(1, 0), (2, 0), (1, 2), (3, 5), (4, 5)]
+    winners, losers = all_pairs(rewards, GROUPS, min_gap=1.5)
+    assert list(zip(winners.tolist(), losers.tolist())) == [(1, 0)]

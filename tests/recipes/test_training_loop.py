@@ -3,6 +3,7 @@
 import csv
 import dataclasses
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -182,6 +183,18 @@ def test_rwr_best_of_group_weights_only_the_best(make_pipeline, tmp_path):
     metrics = trainer.run_update(0)
     assert metrics["train/effective_samples"] == pytest.approx(1.0)
     assert metrics["train/weight_max"] == pytest.approx(3.0)
+
+
+def test_online_dpo_all_pairs_with_the_winner_sft_term(make_pipeline, tmp_path):
+    config = make_config(
+        "dpo", "wan2.1", tmp_path, group_size=3, sample_batch_size=3, pairing="all", sft_weight=2.0
+    )
+    metrics = DPOTrainer(config, pipe=make_pipeline("wan2.1"), reward=reward()).run_update(0)
+    assert metrics["train/pairs"] == 3  # every pair of 3 distinct rewards
+    assert metrics["train/sft_loss"] == pytest.approx(2.0 * metrics["train/model_error_winner"])
+    assert metrics["train/loss"] == pytest.approx(math.log(2))  # the policy is still the reference
+    with pytest.raises(ConfigError, match="sft_weight"):
+        make_config("dpo", "wan2.1", tmp_path, sft_weight=-1.0)
 
 
 def test_offline_dpo_from_a_pair_file(make_pipeline, tmp_path):
