@@ -16,6 +16,7 @@ Run: ``python bench/recipe_runs.py [--sections rollout update toy] [--updates 8]
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import statistics
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 from descore.metrics import bootstrap_interval
+from descore.training.config import parse_overrides
+from recipes.config import config_from_mapping
 from recipes.dpo import DPOConfig, DPOTrainer
 from recipes.draft import DRaFTConfig, DRaFTTrainer
 from recipes.families import SamplingSpec, pipeline_call_kwargs
@@ -172,7 +174,9 @@ def make_trainer(
         **extra,
         **changes,
     }
-    return trainer_cls(config_cls(**values), pipe=pipe, reward=reward)
+    # Through the YAML path (sections as mappings), so that --set values are checked and typed as a config file's.
+    mapping = {k: dataclasses.asdict(v) if dataclasses.is_dataclass(v) else v for k, v in values.items()}
+    return trainer_cls(config_from_mapping(config_cls, mapping, "bench settings"), pipe=pipe, reward=reward)
 
 
 def bench_updates(updates: int, allow_untrained: bool) -> list[dict[str, Any]]:
@@ -271,6 +275,18 @@ def paired_change(before: dict, after: dict, key: str) -> tuple[float, float, fl
     return bootstrap_interval([a - b for a, b in zip(after[key], before[key])])
 
 
+def permuted(reward: RewardFunction, seed: int) -> RewardFunction:
+    """The control reward: ``reward``'s values shuffled among the videos of each call (seeded). Same scale and spread,
+    no link to the videos, so a run trained on it shows how far true quality drifts when a recipe learns nothing."""
+    generator = torch.Generator().manual_seed(seed)
+
+    def shuffled(videos: torch.Tensor, prompts: list[str], fps: float | None = None) -> torch.Tensor:
+        values = reward(videos, prompts, fps=fps)
+        return values[torch.randperm(len(values), generator=generator)]
+
+    return CallableReward(shuffled, frames=reward.frames, name=f"permuted {reward.name}")
+
+
 def bench_toy(
     updates: int,
     eval_every: int,
@@ -282,6 +298,9 @@ def bench_toy(
     recipes: list[str],
     lr: float | None,
     overrides: dict[str, dict[str, Any]] | None = None,
+    train_seeds: tuple[int, ...] = (0,),
+    control: str = "off",
+    eval_seed_base: int = 10**6,
 ) -> list[dict[str, Any]]:
     overrides = overrides or {}
     if toy_pipeline(allow_untrained) is None:
@@ -299,55 +318,70 @@ def bench_toy(
     # Train on a small prompt set; evaluate on fresh samples (seeds never used in training) of the same prompts.
     train = toy_prompts(train_prompts, seed=11)
     held_out = [p for p in train for _ in range(eval_seeds)]
-    seeds = list(range(10**6, 10**6 + len(held_out)))
+    seeds = list(range(eval_seed_base, eval_seed_base + len(held_out)))
+    before = {"update": 0, **true_quality(toy_pipeline(allow_untrained), reward, held_out, seeds, TOY_SPEC)}
+    print(f"  before: reward {before['reward']:.3f}, true_quality {before['true_quality']:.3f}")
     rows = []
     for recipe in recipes:
-        pipe = toy_pipeline(allow_untrained)
-        curve = [{"update": 0, **true_quality(pipe, reward, held_out, seeds, TOY_SPEC)}]
-        print(
-            f"  {recipe} before: reward {curve[0]['reward']:.3f}, true_quality {curve[0]['true_quality']:.3f}"
-        )
+        for seed in train_seeds:
+            for is_control in {"off": (False,), "also": (False, True), "only": (True,)}[control]:
+                name = f"{recipe} seed {seed}" + (" control" if is_control else "")
+                curve = [before]
 
-        def evaluate(trainer, metrics, recipe=recipe, curve=curve):
-            point = {
-                "update": metrics["update"],
-                "train_reward": metrics["reward/mean"],
-                "grad_norm": metrics["train/grad_norm"],
-            }
-            if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
-                point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))
-            curve.append(point)
-            shown = {k: v for k, v in point.items() if not isinstance(v, list)}
-            print(f"  {recipe} " + ", ".join(_metric(k, v) for k, v in shown.items()))
+                def evaluate(trainer, metrics, name=name, curve=curve):
+                    point = {
+                        "update": metrics["update"],
+                        "train_reward": metrics["reward/mean"],
+                        "grad_norm": metrics["train/grad_norm"],
+                    }
+                    if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
+                        point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))
+                    curve.append(point)
+                    shown = {k: v for k, v in point.items() if not isinstance(v, list)}
+                    print(f"  {name} " + ", ".join(_metric(k, v) for k, v in shown.items()))
 
-        with tempfile.TemporaryDirectory() as tmp:
-            trainer = make_trainer(
-                recipe,
-                pipe,
-                TOY_SPEC,
-                reward,
-                tmp,
-                train,
-                num_updates=updates,
-                **{"prompts_per_update": 4, **toy_settings(recipe, lr), **overrides.get(recipe, {})},
-            )
-            trainer.train(callback=evaluate)
-        before, after = curve[0], curve[-1]
-        rows.append({"recipe": recipe, "before": before, "after": after, "curve": curve})
+                settings = {"prompts_per_update": 4, **toy_settings(recipe, lr), **overrides.get(recipe, {})}
+                with tempfile.TemporaryDirectory() as tmp:
+                    trainer = make_trainer(
+                        recipe,
+                        toy_pipeline(allow_untrained),
+                        TOY_SPEC,
+                        permuted(reward, seed) if is_control else reward,
+                        tmp,
+                        train,
+                        num_updates=updates,
+                        seed=seed,
+                        **settings,
+                    )
+                    trainer.train(callback=evaluate)
+                after = curve[-1]
+                rows.append(
+                    {
+                        "recipe": recipe,
+                        "seed": seed,
+                        "control": is_control,
+                        "settings": settings,
+                        "before": before,
+                        "after": after,
+                        "curve": curve,
+                        "reward_change": paired_change(before, after, "rewards"),
+                        "quality_change": paired_change(before, after, "qualities"),
+                    }
+                )
     print(
         f"\ntoy world ({f'DeScore {descore_mode} {descore}' if descore else 'analyzer reward'}), {updates} updates, "
-        f"{train_prompts} prompts, true quality on {len(held_out)} fresh samples"
+        f"{train_prompts} prompts, true quality on {len(held_out)} fresh samples; changes paired by sample, with 95% "
+        "bootstrap intervals over the samples (the evaluation's noise; the runs' spread is in the rows)"
     )
     print(
-        f"{'recipe':>6} | {'reward before':>13} {'after':>7} {'paired change [95%]':>25} | "
-        f"{'true quality before':>19} {'after':>7} {'paired change [95%]':>25}"
+        f"{'run':>22} | {'reward before':>13} {'after':>7} {'change [95%]':>25} | "
+        f"{'true quality before':>19} {'after':>7} {'change [95%]':>25}"
     )
     for row in rows:
         b, a = row["before"], row["after"]
-        row["reward_change"] = paired_change(b, a, "rewards")
-        row["quality_change"] = paired_change(b, a, "qualities")
+        name = f"{row['recipe']} seed {row['seed']}" + (" control" if row["control"] else "")
         print(
-            f"{row['recipe']:>6} | {b['reward']:13.3f} {a['reward']:7.3f} {_change(row['reward_change']):>25} | "
+            f"{name:>22} | {b['reward']:13.3f} {a['reward']:7.3f} {_change(row['reward_change']):>25} | "
             f"{b['true_quality']:19.3f} {a['true_quality']:7.3f} {_change(row['quality_change']):>25}"
         )
     return rows
@@ -358,17 +392,14 @@ def _change(interval: tuple[float, float, float]) -> str:
     return f"{mean:+.3f} [{low:+.3f}, {high:+.3f}]"
 
 
-def parse_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
-    """``["dpo.sft_weight=25", ...]`` -> ``{"dpo": {"sft_weight": 25}}`` (values read as YAML)."""
+def recipe_overrides(items: list[str]) -> dict[str, dict[str, Any]]:
+    """``["dpo.sft_weight=25", ...]`` -> ``{"dpo": {"sft_weight": 25}}`` (values read as YAML, typed by the config)."""
     overrides: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        recipe, dot, name = key.partition(".")
-        if not sep or not dot or recipe not in RECIPES or not name:
-            raise SystemExit(
-                f"--set {item!r}: expected RECIPE.KEY=VALUE with RECIPE one of {sorted(RECIPES)}"
-            )
-        overrides.setdefault(recipe, {})[name] = yaml.safe_load(value)
+    for key, value in parse_overrides(items).items():
+        recipe, _, name = key.partition(".")
+        if recipe not in RECIPES or not name:
+            raise SystemExit(f"--set {key}: expected RECIPE.KEY=VALUE with RECIPE one of {sorted(RECIPES)}")
+        overrides.setdefault(recipe, {})[name] = value
     return overrides
 
 
@@ -403,6 +434,23 @@ def main() -> None:
         default=[],
         metavar="RECIPE.KEY=VALUE",
         help="override one toy-world recipe setting, e.g. dpo.sft_weight=25 (value read as YAML; repeatable)",
+    )
+    parser.add_argument(
+        "--train-seeds",
+        type=int,
+        nargs="+",
+        default=[0],
+        help="one toy-world run per recipe and training seed",
+    )
+    parser.add_argument(
+        "--control",
+        choices=["off", "also", "only"],
+        default="off",
+        help="also (or only) run each recipe on the reward's values shuffled among the videos: the drift of "
+        "learning nothing",
+    )
+    parser.add_argument(
+        "--eval-seed-base", type=int, default=10**6, help="first sampling seed of the toy-world evaluations"
     )
     parser.add_argument("--descore", help="toy DeScore checkpoint used as the reward (default: the analyzer)")
     parser.add_argument(
@@ -441,7 +489,10 @@ def main() -> None:
             args.allow_untrained,
             args.recipes,
             args.lr,
-            parse_overrides(args.set),
+            recipe_overrides(args.set),
+            tuple(args.train_seeds),
+            args.control,
+            args.eval_seed_base,
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -9,3 +9,58 @@ def test_gradient_norms_print_in_scientific_notation(load_bench):
     assert bench._metric("grad_norm", 1.234e-7) == "grad_norm 1.23e-07"
     assert bench._metric("update", 4) == "update 4"
     assert bench._metric("true_quality", 1.9334) == "true_quality 1.933"
+
+
+def test_the_control_reward_shuffles_the_values_among_the_videos(load_bench):
+    import torch
+
+    from reward_guidance.protocol import CallableReward
+
+    bench = load_bench("recipe_runs")
+    videos = (torch.arange(8.0) / 8).view(8, 1, 1, 1, 1).expand(8, 2, 3, 4, 4)
+    exact = CallableReward(lambda v, p: v.mean(dim=(1, 2, 3, 4)), name="mean")
+    control = bench.permuted(exact, seed=0)
+    values = control(videos, ["p"] * 8)
+    assert sorted((values * 8).round().tolist()) == list(range(8))  # the same values ...
+    assert (values * 8).round().tolist() != list(range(8))  # ... no longer attached to their videos
+    assert bench.permuted(exact, seed=0)(videos, ["p"] * 8).tolist() == values.tolist()  # seeded
+
+
+def test_overrides_are_per_recipe_and_typed_by_the_config(load_bench, tmp_path):
+    import pytest
+
+    from descore.errors import ConfigError
+    from toyworld.generator import load_toy_generator
+
+    bench = load_bench("recipe_runs")
+    overrides = bench.recipe_overrides(["dpo.learning_rate=1e-2", "dpo.pairing=all", "rwr.beta=0.5"])
+    assert overrides == {"dpo": {"learning_rate": "1e-2", "pairing": "all"}, "rwr": {"beta": 0.5}}
+    trainer = bench.make_trainer(
+        "dpo",
+        load_toy_generator(),
+        bench.TOY_SPEC,
+        bench.analyzer_reward(),
+        str(tmp_path),
+        ["a red circle"],
+        **overrides["dpo"],
+    )
+    assert trainer.config.learning_rate == 0.01 and trainer.config.pairing == "all"
+    with pytest.raises(SystemExit, match="RECIPE.KEY=VALUE"):
+        bench.recipe_overrides(["sft_weight=1"])
+    with pytest.raises(ConfigError, match="unknown key"):
+        bench.make_trainer(
+            "dpo",
+            load_toy_generator(),
+            bench.TOY_SPEC,
+            bench.analyzer_reward(),
+            str(tmp_path),
+            ["a"],
+            colour=1,
+        )
+
+
+def test_paired_change_is_the_mean_per_sample_difference(load_bench):
+    bench = load_bench("recipe_runs")
+    before = {"qualities": [1.0, 2.0, 3.0, 1.0]}
+    after = {"qualities": [2.0, 3.0, 4.0, 2.0]}
+    assert bench.paired_change(before, after, "qualities") == (1.0, 1.0, 1.0)
