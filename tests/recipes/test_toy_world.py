@@ -1,16 +1,17 @@
-"""On the toy world, GRPO and RWR learn from the reward: they raise it, and they raise the analyzer-measured true
-quality of fresh samples by more than a control run does.
+"""On the toy world, GRPO learns from the reward: on each of two training seeds it raises the reward, and it raises
+the analyzer-measured true quality of fresh samples by more than a control run does.
 
-A smaller version of ``bench/recipe_runs.py --sections toy --control also`` (whose reward, evaluation, control and
-recipe settings it reuses): from the shipped toy generator, with the toy analyzer's overall score as the reward, a few
-updates on 8 prompts, then the mean reward and the true quality (the analyzer's mean overall score, 1-5) of 128 fresh
-samples of those prompts (seeds never used in training). Fine-tuning on its own samples moves the toy generator's
-quality even when the reward teaches nothing, so the bar is the control: the same run with the reward's values
-shuffled among the videos (``permuted``). The trained run's quality must beat the control's by :data:`MARGIN`, and
-its reward must rise by :data:`MARGIN`. DPO does not beat its control (docs/recipes.md), so its case is a strict
-expected failure: if DPO starts passing, the test says so and the docs need updating. With the toy DeScore as the
-reward the check waits for a judge that ranks the generator's samples of these prompts (docs/recipes.md). Slow
-(about two to five minutes per recipe on one CPU thread): ``pytest -m slow tests/recipes/test_toy_world.py``.
+A smaller version of ``bench/recipe_runs.py --sections toy --control also --train-seeds 0 1`` (whose reward,
+evaluation, control and recipe settings it reuses): from the shipped toy generator, with the toy analyzer's overall
+score as the reward, a few updates on 8 prompts, then the mean reward and the true quality (the analyzer's mean
+overall score, 1-5) of 128 fresh samples of those prompts (seeds never used in training). Fine-tuning on its own
+samples moves the toy generator's quality even when the reward teaches nothing, so the bar is the control: the same
+run with the reward's values shuffled among the videos (``permuted``). The trained run's quality must beat the
+control's by :data:`MARGIN` and its reward must rise by :data:`MARGIN`, on every seed of :data:`TRAIN_SEEDS`.
+RWR and DPO do not (docs/recipes.md), so their cases are strict expected failures: if one starts passing, the test
+says so and the docs need updating. With the toy DeScore as the reward the check waits for a judge that ranks the
+generator's samples of these prompts (docs/recipes.md). Slow (about 25 minutes on one CPU thread):
+``pytest -m slow tests/recipes/test_toy_world.py``.
 """
 
 import pytest
@@ -21,13 +22,16 @@ from toyworld.generator import load_toy_generator, toy_prompts
 pytestmark = pytest.mark.slow
 
 #: Updates per recipe, and the margin in analyzer overall-score points (1-5 scale) by which the trained run must beat
-#: the control. On 256 samples: GRPO and RWR beat their controls by about 0.2; DPO falls short of its own (-0.04).
+#: the control. On 256 samples: GRPO beats its control by +0.23 and +0.26 (seeds 0, 1); RWR by +0.17 and -0.09;
+#: DPO by -0.04 (seed 0).
 UPDATES = {"grpo": 4, "dpo": 8, "rwr": 8}
 MARGIN = 0.05
 SEEDS_PER_PROMPT = 16
+#: Training seeds: a recipe must beat its control on each (runs differ by more than the evaluation's noise).
+TRAIN_SEEDS = (0, 1)
 
 
-def trained(bench, recipe, reward, prompts, output_dir):
+def trained(bench, recipe, reward, prompts, output_dir, seed):
     pipe = load_toy_generator()
     trainer = bench.make_trainer(
         recipe,
@@ -37,6 +41,7 @@ def trained(bench, recipe, reward, prompts, output_dir):
         str(output_dir),
         prompts,
         num_updates=UPDATES[recipe],
+        seed=seed,
         prompts_per_update=4,
         **bench.toy_settings(recipe),
     )
@@ -52,7 +57,10 @@ def trained(bench, recipe, reward, prompts, output_dir):
             "dpo",
             marks=pytest.mark.xfail(strict=True, reason="DPO does not beat its control on the toy world"),
         ),
-        "rwr",
+        pytest.param(
+            "rwr",
+            marks=pytest.mark.xfail(strict=True, reason="RWR beats its control on seed 0 but not on seed 1"),
+        ),
     ],
 )
 def test_recipe_beats_its_control_on_true_quality(recipe, load_bench, tmp_path):
@@ -63,19 +71,17 @@ def test_recipe_beats_its_control_on_true_quality(recipe, load_bench, tmp_path):
     fresh = [p for p in prompts for _ in range(SEEDS_PER_PROMPT)]
     seeds = list(range(10**6, 10**6 + len(fresh)))
     before = bench.true_quality(load_toy_generator(), reward, fresh, seeds, bench.TOY_SPEC)
-    learned = bench.true_quality(
-        trained(bench, recipe, reward, prompts, tmp_path / "run"), reward, fresh, seeds, bench.TOY_SPEC
-    )
-    control = bench.true_quality(
-        trained(bench, recipe, bench.permuted(reward, 0), prompts, tmp_path / "control"),
-        reward,
-        fresh,
-        seeds,
-        bench.TOY_SPEC,
-    )
-    summary = {
-        k: (v["reward"], v["true_quality"])
-        for k, v in [("before", before), ("run", learned), ("control", control)]
-    }
-    assert learned["reward"] > before["reward"] + MARGIN, summary
-    assert learned["true_quality"] > control["true_quality"] + MARGIN, summary
+    for seed in TRAIN_SEEDS:
+        runs = {
+            name: bench.true_quality(
+                trained(bench, recipe, run_reward, prompts, tmp_path / f"{name}-{seed}", seed),
+                reward,
+                fresh,
+                seeds,
+                bench.TOY_SPEC,
+            )
+            for name, run_reward in [("run", reward), ("control", bench.permuted(reward, seed))]
+        }
+        summary = {k: (v["reward"], v["true_quality"]) for k, v in {"before": before, **runs}.items()}
+        assert runs["run"]["reward"] > before["reward"] + MARGIN, (seed, summary)
+        assert runs["run"]["true_quality"] > runs["control"]["true_quality"] + MARGIN, (seed, summary)
