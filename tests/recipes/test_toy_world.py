@@ -10,7 +10,7 @@ run with the reward's values shuffled among the videos (``permuted``). The train
 control's by :data:`MARGIN` and its reward must rise by :data:`MARGIN`, on every seed of :data:`TRAIN_SEEDS`.
 RWR and DPO do not (docs/recipes.md), so their cases are strict expected failures: if one starts passing, the test
 says so and the docs need updating. With the toy DeScore as the reward the check waits for a judge that ranks the
-generator's samples of these prompts (docs/recipes.md). Slow (about 25 minutes on one CPU thread):
+generator's samples of these prompts (docs/recipes.md). Slow (about 30 minutes on one CPU thread):
 ``pytest -m slow tests/recipes/test_toy_world.py``.
 """
 
