@@ -8,9 +8,9 @@ with ``e(x) = ||target - prediction||^2`` (v = eps - x0 for flows, the scheduler
     L = -log sigmoid(-(beta / 2) [(e_theta(w) - e_ref(w)) - (e_theta(l) - e_ref(l))])
 
 with a constant ``beta`` and the reference ``e_ref`` from the same network with the LoRA disabled, plus, with
-``sft_weight`` alpha > 0, ``alpha e_theta(w)``: the winner's own denoising loss (RPO; trl's ``rpo_alpha``), which keeps
-DPO from raising both errors, the loser's faster than the winner's. The implicit accuracy (the share of pairs whose
-inner term is positive) is logged.
+``sft_weight`` alpha > 0, ``alpha e_theta(w)``: the winner's own denoising loss (RPO; trl's ``rpo_alpha``), meant to
+keep DPO from raising both errors, the loser's faster than the winner's (on the toy world it does not make DPO learn;
+docs/recipes.md). The implicit accuracy (the share of pairs whose inner term is positive) is logged.
 
 Run: ``accelerate launch -m recipes.dpo --config FILE`` (or ``python -m recipes.dpo --config FILE``).
 """
