@@ -193,6 +193,11 @@ def test_online_dpo_all_pairs_with_the_winner_sft_term(make_pipeline, tmp_path):
     assert metrics["train/pairs"] == 3  # every pair of 3 distinct rewards
     assert metrics["train/sft_loss"] == pytest.approx(2.0 * metrics["train/model_error_winner"])
     assert metrics["train/loss"] == pytest.approx(math.log(2))  # the policy is still the reference
+    # The winner term reaches the gradient: the same update without it steps differently.
+    pure = dataclasses.replace(config, sft_weight=0.0)
+    without = DPOTrainer(pure, pipe=make_pipeline("wan2.1"), reward=reward()).run_update(0)
+    assert without["train/pairs"] == 3 and without["train/sft_loss"] == 0.0
+    assert without["train/grad_norm"] != pytest.approx(metrics["train/grad_norm"], rel=1e-3)
     with pytest.raises(ConfigError, match="sft_weight"):
         make_config("dpo", "wan2.1", tmp_path, sft_weight=-1.0)
 
