@@ -24,6 +24,12 @@ The candidates of the runs the README reports are in ``bench/results/toyworld_be
 ``--seed`` 2-5 and 12-31; ``--pool bench/results/toyworld_best_of_n/seed_{22..31}.json`` prints the pre-registered
 run) and ``bench/results/toyworld_best_of_n_no_mirrors/`` (the previous checkpoint, trained without mirrored views,
 on the same candidates and on seeds 6-11).
+
+Which flaws does the judge see in the generator's samples? ``--rescore FILE.npz ... --by-dimension`` also prints the
+within-prompt Spearman correlation of the reward with each analyzer sub-score. ``--rescore FILE.npz ... --pairs-out
+DIR`` scores nothing: it writes the candidates as analyzer-labelled preference pairs (``DIR/<file>/`` per file, all
+of them in ``DIR/train.csv``), the on-policy data to tune a judge with ``descore train cold-start``
+(docs/recipes.md, "the judge").
 """
 
 from __future__ import annotations
@@ -36,9 +42,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from descore.answer import DIMENSIONS
 from descore.errors import DataError
 from descore.metrics import bootstrap_interval
 from descore.scoring import DeScore
+from toyworld.analyzer import analyze
+from toyworld.dataset import build_candidate_dataset, concatenate_pair_files
 from toyworld.demo import DEFAULT_REWARD_MODEL, Candidate, DemoReport, PromptResult, run_demo, summary
 from toyworld.generator import WORLD
 
@@ -115,6 +124,57 @@ def rescore(paths: list[str], reward_model: str | Path | None, think: bool) -> D
             ]
             report.results.append(PromptResult(str(prompt), candidates, int(np.argmax(row))))
     return report
+
+
+def subscore_table(paths: list[str]) -> dict[str, list[list[float | None]]]:
+    """Per analyzer dimension: every saved candidate's sub-score (None: not applicable), per prompt in file order,
+    measured again from the saved frames."""
+    table: dict[str, list[list[float | None]]] = {d: [] for d in DIMENSIONS}
+    for path in paths:
+        arrays = load_candidates(path)
+        for prompt, group in zip(arrays["prompts"], arrays["frames"]):
+            analyses = [analyze(torch.from_numpy(frames), str(prompt)) for frames in group]
+            for d in DIMENSIONS:
+                table[d].append([a.subscores[d] for a in analyses])
+    return table
+
+
+def dimension_correlations(
+    table: list[dict[str, list[float]]], subscores: dict[str, list[list[float | None]]]
+) -> dict[str, np.ndarray]:
+    """Per dimension: the within-prompt Spearman correlations of the reward with that sub-score (prompts where the
+    dimension does not apply to every candidate are left out, like those whose candidates all score the same)."""
+    return {
+        d: rank_correlations(
+            [
+                {"rewards": row["rewards"], "truths": scores}
+                for row, scores in zip(table, per_prompt)
+                if None not in scores
+            ]
+        )
+        for d, per_prompt in subscores.items()
+    }
+
+
+def write_pairs(paths: list[str], out: str | Path) -> Path:
+    """Saved candidates -> analyzer-labelled preference pairs of every two candidates of a prompt
+    (:func:`toyworld.dataset.build_candidate_dataset`, one folder per file), all in ``out/train.csv``."""
+    out = Path(out)
+    files = []
+    for path in paths:
+        arrays = load_candidates(path)
+        summary = build_candidate_dataset(
+            out / Path(path).stem,
+            arrays["frames"],
+            [str(p) for p in arrays["prompts"]],
+            arrays["seeds"],
+            fps=float(WORLD.fps),
+            test_fraction=0.0,
+            progress=False,
+        )
+        files.append(summary.pair_files["train"])
+        print(f"{path}: {summary.pairs['train']} pairs")
+    return concatenate_pair_files(files, out / "train.csv")
 
 
 def pick_gains(table: list[dict[str, list[float]]], k: int | None = None) -> np.ndarray:
@@ -196,9 +256,24 @@ def main() -> None:
         default=None,
         help="instead of generating: score the candidates of --videos-out files with --reward-model",
     )
+    parser.add_argument(
+        "--by-dimension",
+        action="store_true",
+        help="with --rescore: also the reward's within-prompt correlation with each analyzer sub-score",
+    )
+    parser.add_argument(
+        "--pairs-out",
+        default=None,
+        help="with --rescore, instead of scoring: write the candidates as analyzer-labelled pairs to this folder",
+    )
     args = parser.parse_args()
     if args.rescore and args.videos_out:
         parser.error("--videos-out saves generated candidates; --rescore generates none")
+    if (args.by_dimension or args.pairs_out) and not args.rescore:
+        parser.error("--by-dimension and --pairs-out read saved candidates: pass --rescore FILE.npz ...")
+    if args.pairs_out:
+        print(f"pairs of every candidate: {write_pairs(args.rescore, args.pairs_out)}")
+        return
     if args.pool:
         pooled: dict[str, list[dict[str, list[float]]]] = {}
         for path in args.pool:
@@ -209,6 +284,7 @@ def main() -> None:
         return
     torch.set_num_threads(1)
     tables: dict[str, list[dict[str, list[float]]]] = {}
+    subscores: dict[str, list[list[float | None]]] = {}
     if not args.rescore:
         print(f"{args.prompts} prompts x {args.candidates} candidates, analyzer score 1-5 (higher is better)")
     print(
@@ -241,6 +317,12 @@ def main() -> None:
             f"{_interval(pick_gains(tables[mode])):>24} {time.perf_counter() - start:>8.0f}"
         )
         print(f"  {describe(tables[mode])}")
+        if args.by_dimension:
+            subscores = subscores or subscore_table(args.rescore)  # the same candidates in every mode
+            for dimension, correlations in dimension_correlations(tables[mode], subscores).items():
+                print(
+                    f"  {dimension:<12} within-prompt Spearman {_interval(correlations)} ({len(correlations)} prompts)"
+                )
     if args.candidates_out:
         Path(args.candidates_out).write_text(json.dumps(tables))
 

@@ -189,50 +189,51 @@ class DPOTrainer(DenoisingTrainer):
         x_w, x_l, conditioning, context, metrics = source(update)
         sampled = time.perf_counter()
         count = x_w.shape[0]
-        stats: dict[str, list[float]] = {}
-        for draw in range(config.train_timesteps):
-            levels = self.noise_levels(update, draw, count)
-            noise = self.noise_like(x_w, update, draw)  # shared by winner and loser
-            for index in torch.split(torch.arange(count), config.train_batch_size):
-                cond = conditioning.select(index)
-                both = Conditioning.concat([cond, cond])
-                batch = noisy_batch(
-                    context,
-                    torch.cat([x_w[index], x_l[index]]),
-                    torch.cat([noise[index]] * 2),
-                    torch.cat([levels[index]] * 2),
-                )
-                with self.accelerator.autocast():
-                    errors = denoising_errors(self.family, self.pipe, batch, both, context)
-                    with torch.no_grad(), reference_policy(self.pipe):
-                        reference = denoising_errors(self.family, self.pipe, batch, both, context)
-                model_w, model_l = errors.chunk(2)
-                ref_w, ref_l = reference.chunk(2)
-                inside = -0.5 * config.beta * ((model_w - ref_w) - (model_l - ref_l))
-                loss = (-F.logsigmoid(inside) + config.sft_weight * model_w).sum() / (
-                    count * config.train_timesteps
-                )
-                self.accelerator.backward(loss)
-                for key, value in {
-                    "train/loss": -F.logsigmoid(inside.detach()).mean(),
-                    "train/sft_loss": config.sft_weight * model_w.detach().mean(),
-                    "train/implicit_accuracy": (inside.detach() > 0).float().mean(),
-                    "train/inside_mean": inside.detach().mean(),
-                    "train/model_error_winner": model_w.detach().mean(),
-                    "train/model_error_loser": model_l.detach().mean(),
-                    "train/reference_error_gap": (ref_w - ref_l).mean(),
-                }.items():
-                    stats.setdefault(key, []).append(float(value))
         everywhere = count
         if self.accelerator.num_processes > 1:  # optimizer_step is collective: all processes step, or none
             total = torch.tensor(float(count), device=self.accelerator.device)
             everywhere = int(self.accelerator.reduce(total, reduction="sum"))
-        if everywhere:
-            metrics.update(self.optimizer_step())
-            metrics.update({key: sum(v) / len(v) for key, v in stats.items()})
-        else:
+        if not everywhere:
             logger.warning("update %d: no pair (every group tied); no optimizer step", update)
-            self.optimizer.zero_grad(set_to_none=True)
+            return {**metrics, "time/rollout_s": sampled - started, "time/train_s": 0.0}
+        stats: dict[str, list[float]] = {}
+        for epoch in range(config.inner_epochs):
+            for draw in self.draws(epoch):
+                levels = self.noise_levels(update, draw, count)
+                noise = self.noise_like(x_w, update, draw)  # shared by winner and loser
+                for index in torch.split(torch.arange(count), config.train_batch_size):
+                    cond = conditioning.select(index)
+                    both = Conditioning.concat([cond, cond])
+                    batch = noisy_batch(
+                        context,
+                        torch.cat([x_w[index], x_l[index]]),
+                        torch.cat([noise[index]] * 2),
+                        torch.cat([levels[index]] * 2),
+                    )
+                    with self.accelerator.autocast():
+                        errors = denoising_errors(self.family, self.pipe, batch, both, context)
+                        with torch.no_grad(), reference_policy(self.pipe):
+                            reference = denoising_errors(self.family, self.pipe, batch, both, context)
+                    model_w, model_l = errors.chunk(2)
+                    ref_w, ref_l = reference.chunk(2)
+                    inside = -0.5 * config.beta * ((model_w - ref_w) - (model_l - ref_l))
+                    loss = (-F.logsigmoid(inside) + config.sft_weight * model_w).sum() / (
+                        count * config.train_timesteps
+                    )
+                    self.accelerator.backward(loss)
+                    for key, value in {
+                        "train/loss": -F.logsigmoid(inside.detach()).mean(),
+                        "train/sft_loss": config.sft_weight * model_w.detach().mean(),
+                        "train/implicit_accuracy": (inside.detach() > 0).float().mean(),
+                        "train/inside_mean": inside.detach().mean(),
+                        "train/model_error_winner": model_w.detach().mean(),
+                        "train/model_error_loser": model_l.detach().mean(),
+                        "train/reference_error_gap": (ref_w - ref_l).mean(),
+                    }.items():
+                        stats.setdefault(key, []).append(float(value))
+            for key, value in self.optimizer_step().items():
+                stats.setdefault(key, []).append(value)
+        metrics.update({key: sum(v) / len(v) for key, v in stats.items()})
         metrics["time/rollout_s"] = sampled - started
         metrics["time/train_s"] = time.perf_counter() - sampled
         return metrics

@@ -1,7 +1,7 @@
 """Reward-weighted regression (Flow-RWR) and rejection fine-tuning (RAFT) of a video generator.
 
 Each update samples ``group_size`` videos per prompt with the deterministic sampler, scores them and regresses the
-model on its own samples with the denoising loss weighted per sample by ``softmax(reward / beta)`` within each group
+model on its own samples (``inner_epochs`` passes, one optimizer step each) with the denoising loss weighted per sample by ``softmax(reward / beta)`` within each group
 (:func:`~recipes.groups.group_softmax_weights`), or, with ``best_of_group``, by 1 on each group's best sample and 0
 elsewhere. No reference model and no log-probabilities: the cheapest reward-weighted recipe.
 
@@ -38,17 +38,30 @@ class DenoisingConfig(RecipeConfig):
     )
     logit_mean: float = field(default=0.0, metadata={"help": "logit-normal mean"})
     logit_std: float = field(default=1.0, metadata={"help": "logit-normal std"})
+    inner_epochs: int = field(
+        default=1,
+        metadata={
+            "help": "passes over each update's samples (pairs), one optimizer step per pass, each pass with new "
+            "noise levels and noise (DDPO's num_inner_epochs)"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if self.train_batch_size < 1 or self.train_timesteps < 1:
-            raise ConfigError("train_batch_size and train_timesteps must be >= 1")
+        if self.train_batch_size < 1 or self.train_timesteps < 1 or self.inner_epochs < 1:
+            raise ConfigError("train_batch_size, train_timesteps and inner_epochs must be >= 1")
         if self.logit_std <= 0:
             raise ConfigError(f"logit_std: must be positive, got {self.logit_std}")
 
 
 class DenoisingTrainer(RecipeTrainer):
-    """Shared parts of RWR and DPO: noise levels and noise drawn from (seed, update, draw)."""
+    """Shared parts of RWR and DPO: noise levels and noise drawn from (seed, update, draw), where pass ``e`` of an
+    update uses draws ``e * train_timesteps`` onwards (so one pass draws what it always did)."""
+
+    def draws(self, epoch: int) -> range:
+        """The draw indices of one pass over an update's samples."""
+        steps = self.config.train_timesteps
+        return range(epoch * steps, (epoch + 1) * steps)
 
     def noise_levels(self, update: int, draw: int, count: int) -> torch.Tensor:
         generator = seeded(self.config.seed, update, self.process, "levels", draw)
@@ -100,23 +113,26 @@ class RWRTrainer(DenoisingTrainer):
         context = samples.trajectories[0].context
         used = torch.nonzero(weights > 0).flatten()
         total = len(samples.prompts) * config.train_timesteps
-        losses, errors = [], []
-        for draw in range(config.train_timesteps):
-            levels = self.noise_levels(update, draw, len(samples.prompts))
-            noise = self.noise_like(x0, update, draw)
-            for index in torch.split(used, config.train_batch_size):
-                batch = noisy_batch(context, x0[index], noise[index], levels[index])
-                with self.accelerator.autocast():
-                    error = denoising_errors(
-                        self.family, self.pipe, batch, conditioning.select(index), context
-                    )
-                weight = weights[index].to(error.device)
-                loss = (weight * error).sum() / total
-                self.accelerator.backward(loss)
-                losses.append(float(loss.detach()) * total / len(index))
-                errors.append(float(error.detach().mean()))
+        losses, errors, norms = [], [], []
+        for epoch in range(config.inner_epochs):
+            for draw in self.draws(epoch):
+                levels = self.noise_levels(update, draw, len(samples.prompts))
+                noise = self.noise_like(x0, update, draw)
+                for index in torch.split(used, config.train_batch_size):
+                    batch = noisy_batch(context, x0[index], noise[index], levels[index])
+                    with self.accelerator.autocast():
+                        error = denoising_errors(
+                            self.family, self.pipe, batch, conditioning.select(index), context
+                        )
+                    weight = weights[index].to(error.device)
+                    loss = (weight * error).sum() / total
+                    self.accelerator.backward(loss)
+                    losses.append(float(loss.detach()) * total / len(index))
+                    errors.append(float(error.detach().mean()))
+            step = self.optimizer_step()
+            norms.append(step["train/grad_norm"])
         metrics = self.reward_metrics(samples)
-        metrics.update(self.optimizer_step())
+        metrics.update({**step, "train/grad_norm": sum(norms) / len(norms)})
         metrics.update(
             {
                 "train/loss": sum(losses) / len(losses),

@@ -453,22 +453,7 @@ def build_generated_dataset(
     Sampling is the slow part and resumes: every written sample is logged in ``generated_samples.jsonl``, and a
     rerun with the same arguments into the same folder samples only what is not logged yet.
     """
-    if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or videos_per_prompt < 2:
-        raise ConfigError(f"videos_per_prompt must be an integer >= 2, got {videos_per_prompt!r}")
-    if not prompts:
-        raise ConfigError("build_generated_dataset needs at least one prompt")
-    if not 0.0 <= test_fraction < 1.0:
-        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
-    if cot_style not in ("brief", "track"):
-        raise ConfigError(f"cot_style of generated samples must be brief or track, got {cot_style!r}")
-    check_views(mirrors)
-    out = Path(out_dir)
-    files = {split: out / f"generated_{split}.csv" for split in GENERATED_SPLITS}
-    existing = [str(f) for f in files.values() if f.exists()]
-    if existing:
-        raise ConfigError(f"{existing}: generated pair files already exist; choose a new folder")
-    num_test = round(len(prompts) * test_fraction)
-    split_of = ["train"] * (len(prompts) - num_test) + ["test"] * num_test
+    out, split_of = _check_generated(out_dir, prompts, videos_per_prompt, test_fraction, cot_style, mirrors)
     jobs = [
         {
             "path": f"videos/generated/{split_of[p]}/{p:05d}_{k}.mp4",
@@ -481,6 +466,106 @@ def build_generated_dataset(
         for k in range(videos_per_prompt)
     ]
     samples = _sample_generator(out, pipe, jobs, call, fps, batch_size, progress)
+    return _label_samples(
+        out, samples, videos_per_prompt, seed, fps, model_name, cot_style, mirrors, progress
+    )
+
+
+def build_candidate_dataset(
+    out_dir: str | os.PathLike[str],
+    frames: np.ndarray,
+    prompts: Sequence[str],
+    seeds: np.ndarray,
+    *,
+    fps: float,
+    seed: int = 0,
+    test_fraction: float = 0.2,
+    model_name: str = "toy-generator",
+    cot_style: CoTStyle = "brief",
+    mirrors: Sequence[str] = (),
+    progress: bool = True,
+) -> DatasetSummary:
+    """:func:`build_generated_dataset` from samples made elsewhere, such as the best-of-N candidates that
+    ``bench/toyworld_best_of_n.py --videos-out`` saves: ``frames`` (prompts, candidates, T, 3, H, W) in [0, 1] and
+    their sampling ``seeds`` (prompts, candidates). The videos are written losslessly and labelled, paired and split
+    exactly as there (``seed`` draws the pair order and the mirrored prompts)."""
+    frames = np.asarray(frames)
+    if frames.ndim != 6 or frames.shape[3] != 3 or frames.shape[:2] != np.shape(seeds):
+        raise ConfigError(
+            f"frames must be (prompts, candidates, T, 3, H, W) with seeds (prompts, candidates), got {frames.shape} "
+            f"and {np.shape(seeds)}"
+        )
+    if len(prompts) != frames.shape[0]:
+        raise ConfigError(f"{len(prompts)} prompts for {frames.shape[0]} groups of candidates")
+    if not (frames.min() >= 0.0 and frames.max() <= 1.0):
+        raise ConfigError(f"frames must be in [0, 1], got [{frames.min()}, {frames.max()}]")
+    per_prompt = frames.shape[1]
+    out, split_of = _check_generated(out_dir, prompts, per_prompt, test_fraction, cot_style, mirrors)
+    samples = []
+    for p, k in tqdm(
+        np.ndindex(*frames.shape[:2]),
+        total=frames.shape[0] * per_prompt,
+        desc="candidate videos",
+        disable=not progress,
+    ):
+        path = f"videos/generated/{split_of[p]}/{p:05d}_{k}.mp4"
+        write_video(
+            torch.from_numpy(frames[p, k]), out / path, fps=fps, options=ENCODER_OPTIONS, lossless=True
+        )
+        samples.append(
+            {
+                "path": path,
+                "split": split_of[p],
+                "prompt": prompts[p],
+                "seed": int(seeds[p, k]),
+                "lossless": True,
+                "num_frames": int(frames.shape[2]),
+            }
+        )
+    return _label_samples(out, samples, per_prompt, seed, fps, model_name, cot_style, mirrors, progress)
+
+
+def _check_generated(
+    out_dir: str | os.PathLike[str],
+    prompts: Sequence[str],
+    videos_per_prompt: int,
+    test_fraction: float,
+    cot_style: str,
+    mirrors: Sequence[str],
+) -> tuple[Path, list[str]]:
+    """Check the arguments of a generated dataset; return its folder and the split of every prompt (the last
+    ``test_fraction`` of them are the test split)."""
+    if isinstance(videos_per_prompt, bool) or not isinstance(videos_per_prompt, int) or videos_per_prompt < 2:
+        raise ConfigError(f"videos_per_prompt must be an integer >= 2, got {videos_per_prompt!r}")
+    if not prompts:
+        raise ConfigError("a generated dataset needs at least one prompt")
+    if not 0.0 <= test_fraction < 1.0:
+        raise ConfigError(f"test_fraction must be in [0, 1), got {test_fraction!r}")
+    if cot_style not in ("brief", "track"):
+        raise ConfigError(f"cot_style of generated samples must be brief or track, got {cot_style!r}")
+    check_views(mirrors)
+    out = Path(out_dir)
+    existing = [str(out / f"generated_{split}.csv") for split in GENERATED_SPLITS]
+    existing = [f for f in existing if Path(f).exists()]
+    if existing:
+        raise ConfigError(f"{existing}: generated pair files already exist; choose a new folder")
+    num_test = round(len(prompts) * test_fraction)
+    return out, ["train"] * (len(prompts) - num_test) + ["test"] * num_test
+
+
+def _label_samples(
+    out: Path,
+    samples: list[dict[str, Any]],
+    videos_per_prompt: int,
+    seed: int,
+    fps: float,
+    model_name: str,
+    cot_style: str,
+    mirrors: Sequence[str],
+    progress: bool,
+) -> DatasetSummary:
+    """Label written samples (in prompt-major order) with the analyzer, add the mirrored views of the training
+    samples, and write every pair within a prompt's group to ``generated_<split>.csv``."""
     groups: dict[tuple[int, str], list[dict[str, Any]]] = {}
     for index, sample in enumerate(tqdm(samples, desc="analyzer labels", disable=not progress)):
         p, k = divmod(index, videos_per_prompt)
@@ -519,7 +604,8 @@ def build_generated_dataset(
         for i, j in combinations(range(videos_per_prompt), 2):
             a, b = (group[i], group[j]) if rng.random() < 0.5 else (group[j], group[i])
             labels = label_pair(a["subscores"], b["subscores"]).labels
-            rows[split_of[p]].append(_row(a, b, labels, fps, a["num_frames"], model_name))
+            rows[group[0]["split"]].append(_row(a, b, labels, fps, a["num_frames"], model_name))
+    files = {split: out / f"generated_{split}.csv" for split in GENERATED_SPLITS}
     for split in GENERATED_SPLITS:
         _write_pairs(files[split], rows[split])
     with open(out / "generated_videos.jsonl", "w", encoding="utf-8", newline="\n") as handle:
@@ -596,12 +682,19 @@ def _sample_generator(
 
 
 def concatenate_pair_files(sources: Sequence[str | os.PathLike[str]], target: str | os.PathLike[str]) -> Path:
-    """One pair file with the rows of several toy pair files of the same folder (paths stay relative to it)."""
+    """One pair file with the rows of several toy pair files; relative video paths are rewritten to resolve from the
+    target's folder (unchanged when a source is in that folder)."""
     rows: list[dict[str, str]] = []
+    target = Path(target)
     for source in sources:
+        prefix = Path(os.path.relpath(Path(source).parent, target.parent))
         with open(source, encoding="utf-8", newline="") as handle:
-            rows.extend(csv.DictReader(handle))
-    return _write_pairs(Path(target), rows)
+            for row in csv.DictReader(handle):
+                for key in ("path_A", "path_B"):
+                    if not os.path.isabs(row[key]):
+                        row[key] = (prefix / row[key]).as_posix()
+                rows.append(row)
+    return _write_pairs(target, rows)
 
 
 def load_manifest(out_dir: str | os.PathLike[str]) -> list[dict[str, Any]]:

@@ -116,3 +116,41 @@ def test_a_file_that_is_not_saved_candidates_is_named(load_bench, tmp_path):
     )
     with pytest.raises(DataError, match=r"bad\.npz(.|\n)*truths has shape \(1, 3\), expected \(1, 2\)"):
         bench.load_candidates(tmp_path / "bad.npz")
+
+
+def test_dimension_correlations_skip_prompts_where_a_dimension_does_not_apply(load_bench):
+    bench = load_bench("toyworld_best_of_n")
+    table = [row([0.1, 0.5, 0.9], [1.0, 2.0, 3.0]), row([0.9, 0.5, 0.1], [1.0, 2.0, 3.0])]
+    subscores = {"style": [[0, 1, 2], [0, 1, 2]], "camera": [[0, None, 2], [2, 1, 0]]}
+    correlations = bench.dimension_correlations(table, subscores)
+    assert correlations["style"].tolist() == pytest.approx([1.0, -1.0])
+    assert correlations["camera"].tolist() == pytest.approx([1.0])  # the first prompt has an N/A
+
+
+def test_saved_candidates_become_analyzer_labelled_pairs(load_bench, tmp_path):
+    from descore.answer import DIMENSIONS
+    from descore.pairs import load_pairs
+    from toyworld.analyzer import analyze
+    from toyworld.generator import toy_prompts
+    from toyworld.render import render
+    from toyworld.scene import WorldConfig, sample_scene
+
+    bench = load_bench("toyworld_best_of_n")
+    config = WorldConfig(height=48, width=48)
+    rng = np.random.default_rng(0)
+    frames = render([sample_scene(rng, config) for _ in range(6)], config).reshape(2, 3, -1, 3, 48, 48)
+    prompts = toy_prompts(2, seed=3)
+    for name in ("s1", "s2"):
+        np.savez(
+            tmp_path / f"{name}.npz",
+            frames=frames,
+            truths=np.zeros((2, 3)),
+            prompts=np.array(prompts),
+            seeds=np.arange(6).reshape(2, 3),
+        )
+    merged = bench.write_pairs([str(tmp_path / "s1.npz"), str(tmp_path / "s2.npz")], tmp_path / "pairs")
+    pairs = load_pairs(merged, dimension="Overall")
+    assert len(pairs) == 2 * 2 * 3  # two files, two prompts, every two of three candidates
+    assert {p.video_a.parent.parent.parent.parent.name for p in pairs} == {"s1", "s2"}
+    for pair in pairs[:3]:
+        assert pair.gt_subscores_a == {d: analyze(pair.video_a, pair.prompt).subscores[d] for d in DIMENSIONS}

@@ -185,6 +185,27 @@ def test_rwr_best_of_group_weights_only_the_best(make_pipeline, tmp_path):
     assert metrics["train/weight_max"] == pytest.approx(3.0)
 
 
+@pytest.mark.parametrize("recipe", ["rwr", "dpo"])
+def test_inner_epochs_take_one_optimizer_step_per_pass(recipe, make_pipeline, tmp_path):
+    trainer_class = {"rwr": RWRTrainer, "dpo": DPOTrainer}[recipe]
+    trained = {}
+    for epochs in (1, 3):
+        config = make_config(
+            recipe, "wan2.1", tmp_path / str(epochs), group_size=3, sample_batch_size=3, inner_epochs=epochs
+        )
+        trainer = trainer_class(config, pipe=make_pipeline("wan2.1"), reward=reward())
+        metrics = trainer.run_update(0)
+        assert [int(trainer.optimizer.state[p]["step"]) for p in trainer.params] == [epochs] * len(
+            trainer.params
+        )
+        assert metrics["train/grad_norm"] > 0
+        trained[epochs] = [p.detach().clone() for p in trainer.params]
+    # Same samples, and the same noise in the first pass: the later passes move the LoRA further.
+    assert not all(torch.equal(a, b) for a, b in zip(trained[1], trained[3]))
+    with pytest.raises(ConfigError, match="inner_epochs"):
+        make_config(recipe, "wan2.1", tmp_path, inner_epochs=0)
+
+
 def test_online_dpo_all_pairs_with_the_winner_sft_term(make_pipeline, tmp_path):
     config = make_config(
         "dpo", "wan2.1", tmp_path, group_size=3, sample_batch_size=3, pairing="all", sft_weight=2.0

@@ -6,6 +6,7 @@ import csv
 import hashlib
 import json
 
+import numpy as np
 import pytest
 import torch
 
@@ -16,6 +17,7 @@ from descore.video_io import read_video
 from toyworld.dataset import (
     PAIR_COLUMNS,
     SPLITS,
+    build_candidate_dataset,
     build_dataset,
     build_generated_dataset,
     concatenate_pair_files,
@@ -236,6 +238,43 @@ def test_generated_pair_files_concatenate_and_are_never_overwritten(generated):
     assert len(load_pairs(merged, dimension="Overall")) == 9
     with pytest.raises(ConfigError, match="already exist"):
         build_generated_dataset(out, None, ["a red circle"], 0, call={}, fps=8.0)
+
+
+def _saved_candidates(out):
+    """The generated fixture's samples as saved candidates: frames (prompts, candidates, T, 3, H, W) and seeds."""
+    records = [json.loads(line) for line in (out / "generated_videos.jsonl").read_text().splitlines()]
+    frames = np.stack([read_video(out / r["path"]).frames.numpy() for r in records]).reshape(
+        3, 3, -1, 3, 48, 48
+    )
+    return frames, np.array([r["seed"] for r in records]).reshape(3, 3)
+
+
+def test_candidate_pairs_equal_the_generated_pairs_of_the_same_samples(generated, tmp_path):
+    """Samples made elsewhere (saved best-of-N candidates) are labelled, paired and split exactly like the
+    generator's own: the same frames give the same pair files, and they concatenate from another folder."""
+    out, summary, prompts = generated
+    frames, seeds = _saved_candidates(out)
+    candidates = build_candidate_dataset(
+        tmp_path / "c", frames, prompts, seeds, fps=8.0, seed=2, test_fraction=0.34, progress=False
+    )
+    assert candidates.pairs == summary.pairs and candidates.videos == summary.videos
+    for split in ("train", "test"):
+        assert candidates.pair_files[split].read_text() == summary.pair_files[split].read_text()
+    merged = concatenate_pair_files([candidates.pair_files["train"]], tmp_path / "all.csv")
+    pairs = load_pairs(merged, dimension="Overall")  # checks that every video path resolves
+    assert all(p.video_a.parent.parent.parent.parent.name == "c" for p in pairs)
+
+
+def test_candidate_dataset_refuses_bad_frames(generated, tmp_path):
+    out, _, prompts = generated
+    frames, seeds = _saved_candidates(out)
+    with pytest.raises(ConfigError, match=r"frames must be \(prompts, candidates, T, 3, H, W\)"):
+        build_candidate_dataset(tmp_path / "a", frames[:, :2], prompts, seeds, fps=8.0)
+    with pytest.raises(ConfigError, match="2 prompts for 3 groups"):
+        build_candidate_dataset(tmp_path / "b", frames, prompts[:2], seeds, fps=8.0)
+    with pytest.raises(ConfigError, match=r"frames must be in \[0, 1\]"):
+        build_candidate_dataset(tmp_path / "c", frames * 255, prompts, seeds, fps=8.0)
+    assert not (tmp_path / "c").exists()
 
 
 def test_track_cots_answer_with_the_analyzers_verdict_of_the_rendered_frames(tmp_path):
