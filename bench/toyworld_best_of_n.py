@@ -173,7 +173,7 @@ def write_pairs(paths: list[str], out: str | Path) -> Path:
             progress=False,
         )
         files.append(summary.pair_files["train"])
-        print(f"{path}: {summary.pairs['train']} pairs")
+        print(f"{path}: {summary.pairs['train']} pairs, ties included")
     return concatenate_pair_files(files, out / "train.csv")
 
 

@@ -1,9 +1,10 @@
 """Reward-weighted regression (Flow-RWR) and rejection fine-tuning (RAFT) of a video generator.
 
 Each update samples ``group_size`` videos per prompt with the deterministic sampler, scores them and regresses the
-model on its own samples (``inner_epochs`` passes, one optimizer step each) with the denoising loss weighted per sample by ``softmax(reward / beta)`` within each group
+model on its own samples with the denoising loss weighted per sample by ``softmax(reward / beta)`` within each group
 (:func:`~recipes.groups.group_softmax_weights`), or, with ``best_of_group``, by 1 on each group's best sample and 0
-elsewhere. No reference model and no log-probabilities: the cheapest reward-weighted recipe.
+elsewhere, for ``inner_epochs`` passes of one optimizer step each. No reference model and no log-probabilities: the
+cheapest reward-weighted recipe.
 
 Run: ``accelerate launch -m recipes.rwr --config FILE`` (or ``python -m recipes.rwr --config FILE``).
 """
