@@ -158,22 +158,27 @@ def dimension_correlations(
 
 def write_pairs(paths: list[str], out: str | Path) -> Path:
     """Saved candidates -> analyzer-labelled preference pairs of every two candidates of a prompt
-    (:func:`toyworld.dataset.build_candidate_dataset`, one folder per file), all in ``out/train.csv``."""
+    (:func:`toyworld.dataset.build_candidate_dataset`, one folder per file), all in ``out/train.csv``. A file whose
+    folder already holds its pairs (an interrupted run) is not written again."""
     out = Path(out)
     files = []
     for path in paths:
-        arrays = load_candidates(path)
-        summary = build_candidate_dataset(
-            out / Path(path).stem,
-            arrays["frames"],
-            [str(p) for p in arrays["prompts"]],
-            arrays["seeds"],
-            fps=float(WORLD.fps),
-            test_fraction=0.0,
-            progress=False,
-        )
-        files.append(summary.pair_files["train"])
-        print(f"{path}: {summary.pairs['train']} pairs, ties included")
+        folder = out / Path(path).stem
+        if (folder / "generated_train.csv").exists():
+            print(f"{path}: pairs already in {folder}")
+        else:
+            arrays = load_candidates(path)
+            summary = build_candidate_dataset(
+                folder,
+                arrays["frames"],
+                [str(p) for p in arrays["prompts"]],
+                arrays["seeds"],
+                fps=float(WORLD.fps),
+                test_fraction=0.0,
+                progress=False,
+            )
+            print(f"{path}: {summary.pairs['train']} pairs, ties included")
+        files.append(folder / "generated_train.csv")
     return concatenate_pair_files(files, out / "train.csv")
 
 

@@ -154,3 +154,12 @@ def test_saved_candidates_become_analyzer_labelled_pairs(load_bench, tmp_path):
     assert {p.video_a.parent.parent.parent.parent.name for p in pairs} == {"s1", "s2"}
     for pair in pairs[:3]:
         assert pair.gt_subscores_a == {d: analyze(pair.video_a, pair.prompt).subscores[d] for d in DIMENSIONS}
+    # An interrupted run resumes: files whose pairs are written are kept, the rest are written.
+    kept = (tmp_path / "pairs" / "s1" / "generated_train.csv").stat().st_mtime_ns
+    for written in (tmp_path / "pairs" / "s2").glob(
+        "generated_*.csv"
+    ):  # s2 stopped before its pairs were written
+        written.unlink()
+    again = bench.write_pairs([str(tmp_path / "s1.npz"), str(tmp_path / "s2.npz")], tmp_path / "pairs")
+    assert (tmp_path / "pairs" / "s1" / "generated_train.csv").stat().st_mtime_ns == kept
+    assert again.read_text() == merged.read_text()
