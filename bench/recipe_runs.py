@@ -221,7 +221,7 @@ def toy_settings(recipe: str, lr: float | None = None) -> dict[str, Any]:
     """Recipe settings of the toy-world runs (also used by tests/recipes/test_toy_world.py); ``lr`` None takes the
     recipe's :data:`TOY_LEARNING_RATES` entry."""
     lr = TOY_LEARNING_RATES[recipe] if lr is None else lr
-    return {
+    return {"prompts_per_update": 4} | {
         # Flow-GRPO's log-probabilities are averaged over every latent element: on a model this small the gradients
         # (~1e-7) fall under AdamW's default epsilon, which would then scale the steps down.
         "grpo": {
@@ -329,7 +329,7 @@ def bench_toy(
     for recipe in recipes:
         for seed in train_seeds:
             for is_control in {"off": (False,), "also": (False, True), "only": (True,)}[control]:
-                name = f"{recipe} seed {seed}" + (" control" if is_control else "")
+                name = _run_name(recipe, seed, is_control)
                 curve = [before]
 
                 def evaluate(trainer, metrics, name=name, curve=curve):
@@ -344,7 +344,7 @@ def bench_toy(
                     shown = {k: v for k, v in point.items() if not isinstance(v, list)}
                     print(f"  {name} " + ", ".join(_metric(k, v) for k, v in shown.items()))
 
-                settings = {"prompts_per_update": 4, **toy_settings(recipe, lr), **overrides.get(recipe, {})}
+                settings = {**toy_settings(recipe, lr), **overrides.get(recipe, {})}
                 with tempfile.TemporaryDirectory() as tmp:
                     trainer = make_trainer(
                         recipe,
@@ -383,12 +383,16 @@ def bench_toy(
     )
     for row in rows:
         b, a = row["before"], row["after"]
-        name = f"{row['recipe']} seed {row['seed']}" + (" control" if row["control"] else "")
+        name = _run_name(row["recipe"], row["seed"], row["control"])
         print(
             f"{name:>22} | {b['reward']:13.3f} {a['reward']:7.3f} {_change(row['reward_change']):>25} | "
             f"{b['true_quality']:19.3f} {a['true_quality']:7.3f} {_change(row['quality_change']):>25}"
         )
     return rows
+
+
+def _run_name(recipe: str, seed: int, control: bool) -> str:
+    return f"{recipe} seed {seed}" + (" control" if control else "")
 
 
 def _change(interval: tuple[float, float, float]) -> str:

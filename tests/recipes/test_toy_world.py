@@ -42,7 +42,6 @@ def trained(bench, recipe, reward, prompts, output_dir, seed):
         prompts,
         num_updates=UPDATES[recipe],
         seed=seed,
-        prompts_per_update=4,
         **bench.toy_settings(recipe),
     )
     assert len(trainer.train()) == UPDATES[recipe]
