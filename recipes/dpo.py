@@ -32,7 +32,7 @@ from recipes.base import seeded
 from recipes.families import Conditioning, SampleContext
 from recipes.groups import all_pairs, best_worst_pairs
 from recipes.lora import reference_policy
-from recipes.objectives import denoising_errors, noisy_batch
+from recipes.objectives import noisy_batch
 from recipes.rollout import prepare_context
 from recipes.rwr import DenoisingConfig, DenoisingTrainer
 
@@ -211,9 +211,9 @@ class DPOTrainer(DenoisingTrainer):
                         torch.cat([levels[index]] * 2),
                     )
                     with self.accelerator.autocast():
-                        errors = denoising_errors(self.family, self.pipe, batch, both, context)
+                        errors = self.errors(batch, both, context)
                         with torch.no_grad(), reference_policy(self.pipe):
-                            reference = denoising_errors(self.family, self.pipe, batch, both, context)
+                            reference = self.errors(batch, both, context)
                     model_w, model_l = errors.chunk(2)
                     ref_w, ref_l = reference.chunk(2)
                     inside = -0.5 * config.beta * ((model_w - ref_w) - (model_l - ref_l))

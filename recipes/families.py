@@ -634,6 +634,34 @@ def family_of(pipe: DiffusionPipeline) -> DenoiserFamily:
     )
 
 
+def guided_output(
+    family: DenoiserFamily,
+    module: torch.nn.Module,
+    latents: torch.Tensor,
+    timesteps: torch.Tensor,
+    conditioning: Conditioning,
+    scale: float,
+    static: dict[str, Any],
+) -> torch.Tensor:
+    """One expert's output (fp32) for ``latents`` at per-sample ``timesteps`` (B,), with classifier-free guidance
+    at ``scale`` laid out as the pipeline does it (the conditional branch alone when there is no negative branch
+    or ``scale`` is 1)."""
+    if conditioning.negative is None or scale == 1.0:
+        return family.forward(module, latents, timesteps, conditioning.positive, static).float()
+    if family.batched_cfg:
+        both = {
+            k: cfg_batch(conditioning.negative[k], conditioning.positive[k]) for k in conditioning.positive
+        }
+        out = family.forward(
+            module, cfg_batch(latents, latents), cfg_batch(timesteps, timesteps), both, static
+        ).float()
+        uncond, cond = cfg_halves(out)
+    else:
+        cond = family.forward(module, latents, timesteps, conditioning.positive, static).float()
+        uncond = family.forward(module, latents, timesteps, conditioning.negative, static).float()
+    return classifier_free_guidance(uncond, cond, scale)
+
+
 def predict(
     family: DenoiserFamily,
     pipe: DiffusionPipeline,
@@ -649,22 +677,8 @@ def predict(
     conditioning = context.conditioning if conditioning is None else conditioning
     t = context.schedule.timesteps[step]
     module, scale = family.denoiser(pipe, t, context.spec)
-    batch = latents.shape[0]
-    timestep = t.expand(batch)
-    if conditioning.negative is None or scale == 1.0:
-        return family.forward(module, latents, timestep, conditioning.positive, context.static).float()
-    if family.batched_cfg:
-        both = {
-            k: cfg_batch(conditioning.negative[k], conditioning.positive[k]) for k in conditioning.positive
-        }
-        out = family.forward(
-            module, cfg_batch(latents, latents), t.expand(2 * batch), both, context.static
-        ).float()
-        uncond, cond = cfg_halves(out)
-    else:
-        cond = family.forward(module, latents, timestep, conditioning.positive, context.static).float()
-        uncond = family.forward(module, latents, timestep, conditioning.negative, context.static).float()
-    return classifier_free_guidance(uncond, cond, scale)
+    timesteps = t.expand(latents.shape[0])
+    return guided_output(family, module, latents, timesteps, conditioning, scale, context.static)
 
 
 def pipeline_call_kwargs(pipe: DiffusionPipeline, spec: SamplingSpec) -> dict[str, Any]:

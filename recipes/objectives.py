@@ -4,8 +4,8 @@ Rectified flow (Wan, LTX, HunyuanVideo): ``x_s = (1 - s) x0 + s eps``, target ``
 timestep ``s * num_train_timesteps``. Variance-preserving DDPM (CogVideoX): ``x_t = sqrt(a_t) x0 + sqrt(1 - a_t)
 eps`` on the scheduler's ``alphas_cumprod``, target ``v = sqrt(a_t) eps - sqrt(1 - a_t) x0`` (v-prediction) or
 ``eps``. Noise levels ``u`` in (0, 1) come from :func:`logit_normal` (Flow-DPO, SD3) or any other density.
-The model prediction is the conditional branch only (no CFG), with each sample routed to the expert that owns its
-timestep (Wan2.2).
+The model prediction is the conditional branch (Diffusion-DPO, RWR), or with ``train_cfg`` the classifier-free guided
+output the samples were drawn with, each sample routed to the expert that owns its timestep (Wan2.2).
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import torch
 from diffusers import DiffusionPipeline
 
-from recipes.families import Conditioning, DenoiserFamily, SampleContext
+from recipes.families import Conditioning, DenoiserFamily, SampleContext, guided_output
 
 
 def logit_normal(batch: int, generator: torch.Generator, mean: float = 0.0, std: float = 1.0) -> torch.Tensor:
@@ -58,25 +58,32 @@ def noisy_batch(context: SampleContext, x0: torch.Tensor, noise: torch.Tensor, u
     return NoisyBatch(latents, steps.to(x0.device), target)
 
 
-def conditional_prediction(
+def model_prediction(
     family: DenoiserFamily,
     pipe: DiffusionPipeline,
     latents: torch.Tensor,
     timesteps: torch.Tensor,
     conditioning: Conditioning,
     context: SampleContext,
+    guided: bool = False,
 ) -> torch.Tensor:
-    """The prompt-conditioned model output (fp32) for per-sample ``timesteps``, each sample on its own expert."""
-    experts = [family.denoiser(pipe, t, context.spec)[0] for t in timesteps]
-    if all(e is experts[0] for e in experts):
-        return family.forward(experts[0], latents, timesteps, conditioning.positive, context.static).float()
-    out = torch.empty_like(latents, dtype=torch.float32)
-    for module in {id(e): e for e in experts}.values():
-        index = torch.tensor([i for i, e in enumerate(experts) if e is module], device=latents.device)
+    """The model output (fp32) for per-sample ``timesteps``, each sample on the expert that owns its timestep: the
+    prompt-conditioned branch, or with ``guided`` the classifier-free guided output at the expert's sampling
+    scale (as the samples were drawn)."""
+    experts = [family.denoiser(pipe, t, context.spec) for t in timesteps]
+
+    def expert_output(module: torch.nn.Module, scale: float, index: torch.Tensor | slice) -> torch.Tensor:
         part = conditioning.select(index)
-        out[index] = family.forward(
-            module, latents[index], timesteps[index], part.positive, context.static
-        ).float()
+        scale = scale if guided else 1.0
+        return guided_output(family, module, latents[index], timesteps[index], part, scale, context.static)
+
+    owners = {id(module): (module, scale) for module, scale in experts}
+    if len(owners) == 1:
+        return expert_output(*experts[0], slice(None))
+    out = torch.empty_like(latents, dtype=torch.float32)
+    for module, scale in owners.values():
+        index = torch.tensor([i for i, e in enumerate(experts) if e[0] is module], device=latents.device)
+        out[index] = expert_output(module, scale, index)
     return out
 
 
@@ -86,7 +93,8 @@ def denoising_errors(
     batch: NoisyBatch,
     conditioning: Conditioning,
     context: SampleContext,
+    guided: bool = False,
 ) -> torch.Tensor:
-    """Per-sample mean squared error ``||target - prediction||^2`` (B,)."""
-    prediction = conditional_prediction(family, pipe, batch.latents, batch.timesteps, conditioning, context)
+    """Per-sample mean squared error ``||target - prediction||^2`` (B,) of :func:`model_prediction`."""
+    prediction = model_prediction(family, pipe, batch.latents, batch.timesteps, conditioning, context, guided)
     return ((prediction - batch.target) ** 2).flatten(1).mean(1)

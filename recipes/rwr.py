@@ -20,8 +20,9 @@ import torch
 from descore.errors import ConfigError
 from recipes.base import RecipeTrainer, seeded
 from recipes.config import RecipeConfig
+from recipes.families import Conditioning, SampleContext
 from recipes.groups import best_of_group_weights, group_softmax_weights
-from recipes.objectives import denoising_errors, logit_normal, noisy_batch
+from recipes.objectives import NoisyBatch, denoising_errors, logit_normal, noisy_batch
 
 
 @dataclass
@@ -46,6 +47,13 @@ class DenoisingConfig(RecipeConfig):
             "noise levels and noise (DDPO's num_inner_epochs)"
         },
     )
+    train_cfg: bool = field(
+        default=False,
+        metadata={
+            "help": "regress the classifier-free guided output the samples were drawn with (both branches, one "
+            "LoRA) instead of the conditional branch alone; needs CFG in sampling"
+        },
+    )
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -58,6 +66,18 @@ class DenoisingConfig(RecipeConfig):
 class DenoisingTrainer(RecipeTrainer):
     """Shared parts of RWR and DPO: noise levels and noise drawn from (seed, update, draw), where pass ``e`` of an
     update uses draws ``e * train_timesteps`` onwards (so one pass draws what it always did)."""
+
+    def _set_up_model(self) -> None:
+        if self.config.train_cfg and not self.family.cfg_enabled(self.config.sampling):
+            raise ConfigError(
+                "train_cfg: the sampling settings run no classifier-free guidance, so there is no guided output "
+                "to train (raise sampling.guidance_scale, or true_cfg_scale for HunyuanVideo, above 1)"
+            )
+        super()._set_up_model()
+
+    def errors(self, batch: NoisyBatch, conditioning: Conditioning, context: SampleContext) -> torch.Tensor:
+        """Per-sample denoising errors of the trained objective (guided with ``train_cfg``)."""
+        return denoising_errors(self.family, self.pipe, batch, conditioning, context, self.config.train_cfg)
 
     def draws(self, epoch: int) -> range:
         """The draw indices of one pass over an update's samples."""
@@ -122,9 +142,7 @@ class RWRTrainer(DenoisingTrainer):
                 for index in torch.split(used, config.train_batch_size):
                     batch = noisy_batch(context, x0[index], noise[index], levels[index])
                     with self.accelerator.autocast():
-                        error = denoising_errors(
-                            self.family, self.pipe, batch, conditioning.select(index), context
-                        )
+                        error = self.errors(batch, conditioning.select(index), context)
                     weight = weights[index].to(error.device)
                     loss = (weight * error).sum() / total
                     self.accelerator.backward(loss)
