@@ -97,6 +97,11 @@ def _check_window(window: Any) -> tuple[float, float] | tuple[int, int]:
     if all(isinstance(v, int) and not isinstance(v, bool) for v in window):
         if not 0 <= start < end:
             raise ConfigError(f"window step indices need 0 <= start < end, got {tuple(window)}")
+        if (start, end) == (0, 1):
+            logger.warning(
+                "window (0, 1) holds two ints, read as step indices: only step 0 is guided; write (0.0, 1.0) to "
+                "guide the whole run"
+            )
         return int(start), int(end)
     if not all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in window):
         raise ConfigError(f"window must hold two numbers, got {tuple(window)}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import ClassVar
 
@@ -125,12 +126,18 @@ def test_weight_schedules_and_gradient_clipping(reward):
     )
 
 
-def test_window_guides_only_its_steps(reward):
+def test_window_guides_only_its_steps(reward, caplog):
     pipe = pipeline("ltx")
     with RewardGuidanceCallback(reward, pipe, prompt=PROMPT, window=(0.5, 1.0)) as guidance:
         generate(pipe, "ltx", 0, callback_on_step_end=guidance, num_inference_steps=4)
     assert [h.step for h in guidance.history] == [2, 3]
     assert guided_steps((0, 2), 3) == [0, 1] and guided_steps((0.0, 0.34), 3) == [0, 1]
+    # (0, 1) as ints is step 0 alone, probably not what was meant: said once, at construction
+    with caplog.at_level(logging.WARNING, logger="reward_guidance.guidance"):
+        RewardGuidanceCallback(reward, pipe, prompt=PROMPT, window=(0.0, 1.0))
+        assert not caplog.records
+        RewardGuidanceCallback(reward, pipe, prompt=PROMPT, window=(0, 1))
+    assert "only step 0" in caplog.text
 
 
 def test_checkpointing_and_frame_subsets(reward):
