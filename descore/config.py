@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
-from descore.errors import ConfigError
+from descore.errors import ConfigError, check_positive
 
 CONFIG_NAME = "descore_config.json"
 SUPPORTED_FAMILIES = ("qwen3_vl", "qwen3_vl_moe", "qwen2_5_vl", "qwen2_vl")
@@ -48,8 +48,7 @@ class SamplingConfig:
     """Largest frame area (pixels) after resizing (448 x 448)."""
 
     def validate(self) -> None:
-        if not self.fps > 0:
-            raise ConfigError(f"sampling.fps must be > 0, got {self.fps}")
+        check_positive("sampling.fps", self.fps)
         if not 1 <= self.min_frames <= self.max_frames:
             raise ConfigError(
                 f"sampling needs 1 <= min_frames <= max_frames, got min_frames={self.min_frames}, "

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import numbers
+
 
 class DeScoreError(Exception):
     """Base class for every error descore raises on purpose."""
@@ -31,3 +34,16 @@ class DataError(DeScoreError, ValueError):
         self.problems = list(problems)
         listing = "\n".join(f"  - {p}" for p in self.problems)
         super().__init__(f"{source}: {len(self.problems)} problem(s):\n{listing}")
+
+
+def check_positive(name: str, value: object, expected: str = "a positive number") -> float:
+    """``value`` as a float when it is a finite positive real number (a bool is not), else a ConfigError that names
+    it and says what was ``expected``."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not math.isfinite(value)
+        or value <= 0
+    ):
+        raise ConfigError(f"{name} must be {expected}, got {value!r}")
+    return float(value)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import bisect
 import logging
 import math
-import numbers
 import os
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
@@ -30,7 +29,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 from tqdm.auto import tqdm
 
-from descore.errors import ConfigError, VideoError
+from descore.errors import ConfigError, VideoError, check_positive
 
 # PyAV is imported by the functions that read or write files: scoring in-memory frames needs no FFmpeg.
 if TYPE_CHECKING:
@@ -149,10 +148,8 @@ class Video:
 
 
 def _check_positive(name: str, value: float | None) -> None:
-    if value is not None and not (
-        isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
-    ):
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if value is not None:
+        check_positive(name, value)
 
 
 def _check_count(name: str, value: int | None) -> None:

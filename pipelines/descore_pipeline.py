@@ -28,7 +28,6 @@ import dataclasses
 import inspect
 import json
 import logging
-import math
 import os
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -42,7 +41,7 @@ from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
 from diffusers.utils import BaseOutput
 from typing_extensions import Self
 
-from descore.errors import CheckpointError, ConfigError, VideoError
+from descore.errors import CheckpointError, ConfigError, VideoError, check_positive
 from descore.scoring import DeScore
 from reward_guidance import (
     CascadeReward,
@@ -762,9 +761,7 @@ def _call_arguments(pipe: DiffusionPipeline) -> set[str] | None:
 
 
 def _check_fps(fps: Any) -> float:
-    if isinstance(fps, bool) or not isinstance(fps, (int, float)) or not math.isfinite(fps) or fps <= 0:
-        raise ConfigError(f"fps must be a positive number (the generated videos' frame rate), got {fps!r}")
-    return float(fps)
+    return check_positive("fps", fps, "a positive number (the generated videos' frame rate)")
 
 
 def _component_entry(value: Any) -> tuple[str | None, str | None]:

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import inspect
 import logging
-import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar, Literal
@@ -24,7 +23,7 @@ import torch
 from diffusers import DiffusionPipeline, FlowMatchEulerDiscreteScheduler, WanPipeline
 from diffusers.pipelines.ltx.pipeline_ltx import calculate_shift, retrieve_timesteps
 
-from descore.errors import ConfigError
+from descore.errors import ConfigError, check_positive
 from reward_guidance.families import (
     CogVideoXAdapter,
     FamilyAdapter,
@@ -107,15 +106,8 @@ class SamplingSpec:
                 raise ConfigError(f"sampling.{name}: must be a positive integer, got {getattr(self, name)!r}")
         if self.guidance_scale < 0 or self.true_cfg_scale < 0:
             raise ConfigError("sampling.guidance_scale / true_cfg_scale: must not be negative")
-        if self.fps is not None and (
-            isinstance(self.fps, bool)
-            or not isinstance(self.fps, (int, float))
-            or not math.isfinite(self.fps)
-            or self.fps <= 0
-        ):
-            raise ConfigError(
-                f"sampling.fps: must be a positive number of frames per second or null, got {self.fps!r}"
-            )
+        if self.fps is not None:
+            check_positive("sampling.fps", self.fps, "a positive number of frames per second or null")
 
 
 @dataclass

@@ -21,7 +21,7 @@ from typing import Any, Literal
 
 import torch
 
-from descore.errors import ConfigError, VideoError
+from descore.errors import ConfigError, VideoError, check_positive
 from descore.scoring import DeScore
 from descore.video_io import sample_frame_indices
 from reward_guidance.scoped import frozen
@@ -53,10 +53,8 @@ class FrameNeeds:
             raise ConfigError(
                 f"FrameNeeds.max_frames must be an integer >= min_frames ({self.min_frames}), got {self.max_frames!r}"
             )
-        if self.fps is not None and not (
-            isinstance(self.fps, (int, float)) and math.isfinite(self.fps) and self.fps > 0
-        ):
-            raise ConfigError(f"FrameNeeds.fps must be a positive number, got {self.fps!r}")
+        if self.fps is not None:
+            check_positive("FrameNeeds.fps", self.fps)
 
     def indices(self, num_frames: int, fps: float | None) -> list[int]:
         """Indices of the frames the reward reads from a ``num_frames``-frame video at ``fps`` (None: unknown rate)."""

@@ -39,6 +39,9 @@ def test_frame_needs_follow_the_sampling_rule_and_name_the_fix():
         FrameNeeds(min_frames=3).check(2, None)
     with pytest.raises(ConfigError, match="max_frames"):
         FrameNeeds(min_frames=4, max_frames=2)
+    for fps in (0, -8.0, float("nan"), float("inf"), True, "8"):
+        with pytest.raises(ConfigError, match=r"FrameNeeds\.fps must be a positive number"):
+            FrameNeeds(fps=fps)
 
 
 def test_callable_reward_validates_inputs_and_outputs():
