@@ -14,7 +14,8 @@
    ``--train-seeds`` repeats each run; ``--set RECIPE.KEY=VALUE`` changes a recipe setting.
 
 Run: ``python bench/recipe_runs.py [--sections rollout update toy] [--updates 8] [--descore PATH] [--control also]
-[--train-seeds 0 1] [--json FILE]``
+[--train-seeds 0 1] [--json FILE]``. (Issue 7 names it ``bench/recipes.py``; a script of that name would shadow the
+``recipes`` package, since Python puts the script's folder first on ``sys.path``.)
 """
 
 from __future__ import annotations

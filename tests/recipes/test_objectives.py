@@ -1,9 +1,12 @@
 """The denoising objective of RWR and DPO: the conditional branch, or (``train_cfg``) the guided output sampled with."""
 
+import math
+
 import pytest
 import torch
 
 from descore.errors import ConfigError
+from recipes.dpo import DPOTrainer
 from recipes.families import predict
 from recipes.objectives import model_prediction
 from recipes.rollout import prepare_context
@@ -72,6 +75,25 @@ def test_train_cfg_changes_the_update_and_needs_cfg(make_pipeline, tmp_path):
     )
     with pytest.raises(ConfigError, match="train_cfg"):
         RWRTrainer(config, pipe=make_pipeline("wan2.1"), reward=reward())
+
+
+def test_dpo_with_train_cfg_starts_at_its_reference(make_pipeline, tmp_path):
+    """The reference (adapter disabled) is computed with the same guided objective: before any step the policy is
+    the reference, so the DPO loss is exactly log 2, while the errors are the guided ones."""
+    errors = {}
+    for train_cfg in (False, True):
+        config = make_config(
+            "dpo",
+            "cogvideox",
+            tmp_path / str(train_cfg),
+            group_size=3,
+            sample_batch_size=3,
+            train_cfg=train_cfg,
+        )
+        metrics = DPOTrainer(config, pipe=make_pipeline("cogvideox"), reward=reward()).run_update(0)
+        assert metrics["train/loss"] == pytest.approx(math.log(2))
+        errors[train_cfg] = metrics["train/model_error_winner"]
+    assert errors[True] != pytest.approx(errors[False], rel=1e-4)
 
 
 def _latent_shape(pipe, family, context) -> tuple[int, ...]:
