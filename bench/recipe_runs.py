@@ -86,13 +86,16 @@ def median_seconds(fns: list[Callable[[], Any]], repeats: int) -> list[float]:
     return [statistics.median(bucket) for bucket in times]
 
 
-def analyzer_reward() -> RewardFunction:
-    """The toy analyzer's overall score (1-5) of each video against its prompt."""
+def analyzer_reward(noise: float = 0.0, seed: int = 0) -> RewardFunction:
+    """The toy analyzer's overall score (1-5) of each video against its prompt; with ``noise`` > 0, plus Gaussian
+    noise of that std (seeded): a judge of known, weaker ranking of the same samples."""
+    generator = torch.Generator().manual_seed(seed)
 
     def overall(videos: torch.Tensor, prompts: list[str]) -> torch.Tensor:
-        return torch.tensor([analyze(v.float().cpu(), p).overall for v, p in zip(videos, prompts)])
+        scores = torch.tensor([analyze(v.float().cpu(), p).overall for v, p in zip(videos, prompts)])
+        return scores + noise * torch.randn(len(scores), generator=generator) if noise else scores
 
-    return CallableReward(overall, name="analyzer")
+    return CallableReward(overall, name=f"analyzer + N(0, {noise}^2)" if noise else "analyzer")
 
 
 GENERATOR_PATH: Path | None = None  # --generator
@@ -306,6 +309,7 @@ def bench_toy(
     train_seeds: tuple[int, ...] = (0,),
     control: str = "off",
     eval_seed_base: int = 10**6,
+    analyzer_noise: float = 0.0,
 ) -> list[dict[str, Any]]:
     overrides = overrides or {}
     if toy_pipeline(allow_untrained) is None:
@@ -319,7 +323,7 @@ def bench_toy(
 
         reward = descore_reward(DeScore.from_pretrained(descore), descore_mode, batch_size=16)
     else:
-        reward = analyzer_reward()
+        reward = analyzer_reward(analyzer_noise)
     # Train on a small prompt set; evaluate on fresh samples (seeds never used in training) of the same prompts.
     train = toy_prompts(train_prompts, seed=11)
     held_out = [p for p in train for _ in range(eval_seeds)]
@@ -468,6 +472,12 @@ def main() -> None:
         choices=["think", "think_free"],
         help="how the DeScore reward scores (default think)",
     )
+    parser.add_argument(
+        "--analyzer-noise",
+        type=float,
+        default=0.0,
+        help="without --descore: add Gaussian noise of this std to the analyzer's score (a weaker judge)",
+    )
     parser.add_argument("--generator", type=Path, help="toy generator checkpoint (default: the shipped one)")
     parser.add_argument(
         "--allow-untrained", action="store_true", help="use the untrained toy generator if missing"
@@ -502,6 +512,7 @@ def main() -> None:
             tuple(args.train_seeds),
             args.control,
             args.eval_seed_base,
+            args.analyzer_noise,
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

@@ -64,3 +64,22 @@ def test_paired_change_is_the_mean_per_sample_difference(load_bench):
     before = {"qualities": [1.0, 2.0, 3.0, 1.0]}
     after = {"qualities": [2.0, 3.0, 4.0, 2.0]}
     assert bench.paired_change(before, after, "qualities") == (1.0, 1.0, 1.0)
+
+
+def test_the_noisy_analyzer_adds_seeded_gaussian_noise(load_bench):
+    import numpy as np
+    import torch
+
+    from toyworld.prompts import write_prompt
+    from toyworld.render import render
+    from toyworld.scene import sample_scene
+
+    bench = load_bench("recipe_runs")
+    scenes = [sample_scene(np.random.default_rng(i)) for i in range(3)]
+    videos = torch.from_numpy(render(scenes)).float()
+    prompts = [write_prompt(s.spec, np.random.default_rng(0)) for s in scenes]
+    exact = bench.analyzer_reward()(videos, prompts)
+    noisy = bench.analyzer_reward(noise=0.5, seed=3)(videos, prompts)
+    expected = exact + 0.5 * torch.randn(3, generator=torch.Generator().manual_seed(3))
+    torch.testing.assert_close(noisy, expected)
+    assert bench.analyzer_reward(noise=0.5, seed=3).name != bench.analyzer_reward().name
