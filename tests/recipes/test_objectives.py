@@ -17,28 +17,28 @@ from tests.recipes.test_recipes import make_config, reward
 CFG_FAMILIES = ["wan2.1", "wan2.2", "cogvideox", "ltx", "hunyuanvideo"]
 
 
-@pytest.mark.parametrize("family", CFG_FAMILIES)
-def test_guided_objective_is_the_samplers_prediction(family, make_pipeline):
+@pytest.mark.parametrize("name", CFG_FAMILIES)
+def test_guided_objective_is_the_samplers_prediction(name, make_pipeline):
     """At each sampling step's timestep, the guided training prediction equals the output the sampler steps with
     (Wan2.2: on each step's own expert and scale); without ``guided`` it is the prompt branch alone."""
-    pipe = make_pipeline(family)
-    changes = {"true_cfg_scale": 3.0} if family == "hunyuanvideo" else {}
-    family_, context = prepare_context(pipe, PROMPTS, tiny_spec(family, **changes))
+    pipe = make_pipeline(name)
+    changes = {"true_cfg_scale": 3.0} if name == "hunyuanvideo" else {}
+    family, context = prepare_context(pipe, PROMPTS, tiny_spec(name, **changes))
     assert context.conditioning.negative is not None
-    latents = torch.randn(len(context.schedule), len(PROMPTS), *_latent_shape(pipe, family_, context))
+    latents = torch.randn(len(context.schedule), len(PROMPTS), *_latent_shape(pipe, family, context))
     with torch.no_grad():
         for step in range(len(context.schedule)):
             timesteps = context.schedule.timesteps[step].expand(len(PROMPTS))
-            sampled = predict(family_, pipe, latents[step], step, context)
+            sampled = predict(family, pipe, latents[step], step, context)
             guided = model_prediction(
-                family_, pipe, latents[step], timesteps, context.conditioning, context, guided=True
+                family, pipe, latents[step], timesteps, context.conditioning, context, guided=True
             )
             torch.testing.assert_close(guided, sampled, rtol=1e-5, atol=1e-6)
-            module, _ = family_.denoiser(pipe, timesteps[0], context.spec)
-            cond = family_.forward(
+            module, _ = family.denoiser(pipe, timesteps[0], context.spec)
+            cond = family.forward(
                 module, latents[step], timesteps, context.conditioning.positive, context.static
             ).float()
-            plain = model_prediction(family_, pipe, latents[step], timesteps, context.conditioning, context)
+            plain = model_prediction(family, pipe, latents[step], timesteps, context.conditioning, context)
             torch.testing.assert_close(plain, cond, rtol=1e-5, atol=1e-6)
             assert not torch.allclose(guided, plain, atol=1e-4)
 
