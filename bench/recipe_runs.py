@@ -338,10 +338,11 @@ def bench_toy(
                 curve = [before]
 
                 def evaluate(trainer, metrics, name=name, curve=curve):
+                    # A DPO update whose groups all tie takes no step and reports no gradient norm.
                     point = {
                         "update": metrics["update"],
                         "train_reward": metrics["reward/mean"],
-                        "grad_norm": metrics["train/grad_norm"],
+                        "grad_norm": metrics.get("train/grad_norm", float("nan")),
                     }
                     if metrics["update"] % eval_every == 0 or metrics["update"] == updates:
                         point.update(true_quality(trainer.pipe, reward, held_out, seeds, TOY_SPEC))

@@ -47,7 +47,7 @@ from descore.errors import DataError
 from descore.metrics import bootstrap_interval
 from descore.scoring import DeScore
 from toyworld.analyzer import analyze
-from toyworld.dataset import build_candidate_dataset, concatenate_pair_files
+from toyworld.dataset import build_candidate_dataset, concatenate_pair_files, generated_pair_files
 from toyworld.demo import DEFAULT_REWARD_MODEL, Candidate, DemoReport, PromptResult, run_demo, summary
 from toyworld.generator import WORLD
 
@@ -164,7 +164,8 @@ def write_pairs(paths: list[str], out: str | Path) -> Path:
     files = []
     for path in paths:
         folder = out / Path(path).stem
-        if (folder / "generated_train.csv").exists():
+        pairs = generated_pair_files(folder)["train"]
+        if pairs.exists():
             print(f"{path}: pairs already in {folder}")
         else:
             arrays = load_candidates(path)
@@ -178,7 +179,7 @@ def write_pairs(paths: list[str], out: str | Path) -> Path:
                 progress=False,
             )
             print(f"{path}: {summary.pairs['train']} pairs, ties included")
-        files.append(folder / "generated_train.csv")
+        files.append(pairs)
     return concatenate_pair_files(files, out / "train.csv")
 
 

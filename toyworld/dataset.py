@@ -545,16 +545,16 @@ def _check_generated(
         raise ConfigError(f"cot_style of generated samples must be brief or track, got {cot_style!r}")
     check_views(mirrors)
     out = Path(out_dir)
-    existing = [str(f) for f in _generated_files(out).values() if f.exists()]
+    existing = [str(f) for f in generated_pair_files(out).values() if f.exists()]
     if existing:
         raise ConfigError(f"{existing}: generated pair files already exist; choose a new folder")
     num_test = round(len(prompts) * test_fraction)
     return out, ["train"] * (len(prompts) - num_test) + ["test"] * num_test
 
 
-def _generated_files(out: Path) -> dict[str, Path]:
-    """The pair file of every split of a generated dataset in ``out``."""
-    return {split: out / f"generated_{split}.csv" for split in GENERATED_SPLITS}
+def generated_pair_files(out: str | os.PathLike[str]) -> dict[str, Path]:
+    """The pair file of every split of a generated (or candidate) dataset in ``out``."""
+    return {split: Path(out) / f"generated_{split}.csv" for split in GENERATED_SPLITS}
 
 
 def _label_samples(
@@ -609,7 +609,7 @@ def _label_samples(
             a, b = (group[i], group[j]) if rng.random() < 0.5 else (group[j], group[i])
             labels = label_pair(a["subscores"], b["subscores"]).labels
             rows[group[0]["split"]].append(_row(a, b, labels, fps, a["num_frames"], model_name))
-    files = _generated_files(out)
+    files = generated_pair_files(out)
     for split, path in files.items():
         _write_pairs(path, rows[split])
     with open(out / "generated_videos.jsonl", "w", encoding="utf-8", newline="\n") as handle:
