@@ -32,6 +32,10 @@ from reward_guidance.families import ddim_x0, flow_x0
 FlowForm = Literal["flow_grpo", "cps"]
 FLOW_FORMS: tuple[str, ...] = ("flow_grpo", "cps")
 _LOG_SQRT_2PI = 0.5 * math.log(2.0 * math.pi)
+#: A sigma this close to 1 is the start of the flow. Schedulers compute it as 1 up to rounding (UniPC's flow sigmas,
+#: Wan's default scheduler, give 1 - 1e-6), where Flow-GRPO's ``s / (1 - s)`` would make the step's std hundreds of
+#: times the latents' scale.
+SIGMA_ONE_ATOL = 1e-4
 
 
 @dataclass
@@ -111,7 +115,7 @@ def flow_sde_std(
     sigma_next = torch.as_tensor(sigma_next, dtype=torch.float32)
     if form == "flow_grpo":
         # At s == 1 the ratio s / (1 - s) diverges: the reference uses the next sigma in the denominator.
-        denominator = 1 - torch.where(sigma >= 1, sigma_next, sigma)
+        denominator = 1 - torch.where(sigma >= 1 - SIGMA_ONE_ATOL, sigma_next, sigma)
         return noise_level * torch.sqrt(sigma / denominator)
     if form == "cps":
         return sigma_next * math.sin(noise_level * math.pi / 2)

@@ -54,6 +54,18 @@ def test_deterministic_rollout_reproduces_the_pipeline(family, changes, make_pip
     assert torch.allclose(ode.final, expected.float(), atol=1e-5), (ode.final - expected).abs().max()
 
 
+def test_sde_rollout_from_wans_own_scheduler_stays_on_the_latents_scale(make_pipeline):
+    """Wan's UniPC scheduler starts at sigma 1 - 1e-6: the first SDE step must treat it as 1 (the std would be
+    hundreds of times the latents' scale otherwise, and every later step would run on noise)."""
+    pipe = make_pipeline("wan2.1")
+    spec = tiny_spec("wan2.1")
+    schedule = family_of(pipe).schedule(pipe, spec, torch.device("cpu"))
+    assert 0 < 1 - float(schedule.sigmas[0]) < 1e-5
+    sde = rollout(pipe, PROMPTS, spec, seeded_generators([5, 6]))
+    assert sde.stochastic.all()
+    assert sde.latents.flatten(2).std(dim=2).max() < 3
+
+
 def test_wan22_uses_both_experts_with_their_guidance(make_pipeline):
     pipe = make_pipeline("wan2.2")
     spec = tiny_spec("wan2.2")

@@ -61,6 +61,8 @@ def test_flow_grpo_mean_formula_and_recompute():
 def test_flow_sde_at_sigma_one_uses_next_sigma_and_per_sample_sigmas():
     std = flow_sde_std(torch.tensor(1.0), torch.tensor(0.8), 0.7)
     assert torch.isclose(std, torch.tensor(0.7 * math.sqrt(1 / 0.2)))
+    # 1 up to a scheduler's rounding (UniPC's flow sigmas start at 1 - 1e-6) is 1, not a std of ~700
+    assert torch.isclose(flow_sde_std(torch.tensor(1 - 1e-6), torch.tensor(0.8), 0.7), std)
     x = torch.randn(2, 3, 4)
     step = flow_sde_step(x, torch.randn(2, 3, 4), torch.tensor([1.0, 0.5]), torch.tensor([0.8, 0.25]), 0.7)
     assert torch.isfinite(step.log_prob).all()
