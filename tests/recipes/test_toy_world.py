@@ -1,5 +1,5 @@
-"""On the toy world, GRPO learns from the reward: on each of two training seeds it raises the reward, and it raises
-the analyzer-measured true quality of fresh samples by more than a control run does.
+"""On the toy world, a recipe learns from the reward: on each of two training seeds it raises the reward, and it
+raises the analyzer-measured true quality of fresh samples by more than a control run does.
 
 A smaller version of ``bench/recipe_runs.py --sections toy --control also --train-seeds 0 1`` (whose reward,
 evaluation, control and recipe settings it reuses): from the shipped toy generator, with the toy analyzer's overall
@@ -8,9 +8,10 @@ overall score, 1-5) of 128 fresh samples of those prompts (seeds never used in t
 samples moves the toy generator's quality even when the reward teaches nothing, so the bar is the control: the same
 run with the reward's values shuffled among the videos (``permuted``). The trained run's quality must beat the
 control's by :data:`MARGIN` and its reward must rise by :data:`MARGIN`, on every seed of :data:`TRAIN_SEEDS`.
-RWR and DPO do not (docs/recipes.md), so their cases are strict expected failures: if one starts passing, the test
-says so and the docs need updating. With the toy DeScore as the reward the check waits for a judge that ranks the
-generator's samples of these prompts (docs/recipes.md). Slow (about 30 minutes on one CPU thread):
+No recipe does so in these short runs (docs/recipes.md): GRPO did only with the broken first SDE step fixed in
+b0f9934, whose rollouts were noise. Every case is a strict expected failure, so that a recipe that starts passing
+says so and the docs get updated. With the toy DeScore as the reward the check also waits for a judge that ranks
+the generator's samples of these prompts (docs/recipes.md). Slow (about 30 minutes on one CPU thread):
 ``pytest -m slow tests/recipes/test_toy_world.py``.
 """
 
@@ -22,8 +23,8 @@ from toyworld.generator import load_toy_generator, toy_prompts
 pytestmark = pytest.mark.slow
 
 #: Updates per recipe, and the margin in analyzer overall-score points (1-5 scale) by which the trained run must beat
-#: the control. On 256 samples: GRPO beats its control by +0.23 and +0.26 (seeds 0, 1); RWR by +0.17 and -0.09;
-#: DPO by -0.04 (seed 0).
+#: the control. On 256 samples: GRPO loses quality (-0.09 and -0.15, seeds 0 and 1); RWR beats its control by +0.17
+#: and -0.09; DPO by -0.04 (seed 0).
 UPDATES = {"grpo": 4, "dpo": 8, "rwr": 8}
 MARGIN = 0.05
 SEEDS_PER_PROMPT = 16
@@ -51,7 +52,10 @@ def trained(bench, recipe, reward, prompts, output_dir, seed):
 @pytest.mark.parametrize(
     "recipe",
     [
-        "grpo",
+        pytest.param(
+            "grpo",
+            marks=pytest.mark.xfail(strict=True, reason="GRPO loses quality on the toy world in 4 updates"),
+        ),
         pytest.param(
             "dpo",
             marks=pytest.mark.xfail(strict=True, reason="DPO does not beat its control on the toy world"),
