@@ -23,8 +23,8 @@ from toyworld.generator import load_toy_generator, toy_prompts
 pytestmark = pytest.mark.slow
 
 #: Updates per recipe, and the margin in analyzer overall-score points (1-5 scale) by which the trained run must beat
-#: the control. On 256 samples: GRPO loses quality (-0.09 and -0.15, seeds 0 and 1); RWR beats its control by +0.17
-#: and -0.09; DPO by -0.04 (seed 0).
+#: the control. On 256 samples: GRPO (lr 3e-3) gains +0.02 and +0.01 in 4 updates, about as much as its controls;
+#: RWR beats its control by +0.17 and -0.09; DPO by -0.04 (seed 0).
 UPDATES = {"grpo": 4, "dpo": 8, "rwr": 8}
 MARGIN = 0.05
 SEEDS_PER_PROMPT = 16
@@ -54,7 +54,9 @@ def trained(bench, recipe, reward, prompts, output_dir, seed):
     [
         pytest.param(
             "grpo",
-            marks=pytest.mark.xfail(strict=True, reason="GRPO loses quality on the toy world in 4 updates"),
+            marks=pytest.mark.xfail(
+                strict=True, reason="GRPO does not beat its control by the margin in 4 updates"
+            ),
         ),
         pytest.param(
             "dpo",
