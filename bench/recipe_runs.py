@@ -278,6 +278,26 @@ def true_quality(
     }
 
 
+#: First sampling seed of the samples that pick training prompts by their spread (``--prompt-pool``): apart from the
+#: evaluation's seeds (``--eval-seed-base``, default 10**6) and from the trainers' own noise.
+SELECTION_SEED_BASE = 5 * 10**6
+
+
+def varied_prompts(pipe, n: int, pool: int, samples: int) -> list[str]:
+    """The ``n`` prompts of ``toy_prompts(pool, seed=11)`` whose samples' true quality varies most within the prompt
+    (std of the analyzer's score over ``samples`` samples drawn with seeds of their own). A group whose samples are
+    all alike gives GRPO no advantage and RWR no weighting; this picks prompts a recipe can learn from."""
+    candidates = toy_prompts(pool, seed=11)
+    prompts = [p for p in candidates for _ in range(samples)]
+    seeds = list(range(SELECTION_SEED_BASE, SELECTION_SEED_BASE + len(prompts)))
+    quality = torch.tensor(true_quality(pipe, analyzer_reward(), prompts, seeds, TOY_SPEC)["qualities"])
+    spread = quality.view(pool, samples).std(dim=1)
+    order = spread.argsort(descending=True, stable=True)[:n].tolist()
+    for i in order:
+        print(f"  picked (spread {spread[i]:.2f}): {candidates[i]}")
+    return [candidates[i] for i in order]
+
+
 def paired_change(before: dict, after: dict, key: str) -> tuple[float, float, float]:
     """Mean change of one per-sample value (``rewards`` or ``qualities``) between two evaluations of the same prompts
     and seeds, with a 95% bootstrap interval over the samples: the evaluation's noise, not the training run's."""
@@ -311,6 +331,8 @@ def bench_toy(
     control: str = "off",
     eval_seed_base: int = 10**6,
     analyzer_noise: float = 0.0,
+    prompt_pool: int = 0,
+    selection_samples: int = 8,
 ) -> list[dict[str, Any]]:
     overrides = overrides or {}
     if toy_pipeline(allow_untrained) is None:
@@ -326,7 +348,10 @@ def bench_toy(
     else:
         reward = analyzer_reward(analyzer_noise)
     # Train on a small prompt set; evaluate on fresh samples (seeds never used in training) of the same prompts.
-    train = toy_prompts(train_prompts, seed=11)
+    if prompt_pool:
+        train = varied_prompts(toy_pipeline(allow_untrained), train_prompts, prompt_pool, selection_samples)
+    else:
+        train = toy_prompts(train_prompts, seed=11)
     held_out = [p for p in train for _ in range(eval_seeds)]
     seeds = list(range(eval_seed_base, eval_seed_base + len(held_out)))
     before = {"update": 0, **true_quality(toy_pipeline(allow_untrained), reward, held_out, seeds, TOY_SPEC)}
@@ -432,6 +457,16 @@ def main() -> None:
     parser.add_argument("--eval-every", type=int, default=4)
     parser.add_argument("--train-prompts", type=int, default=8, help="toy-world training prompts")
     parser.add_argument(
+        "--prompt-pool",
+        type=int,
+        default=0,
+        help="pick the training prompts from this many by the spread of their samples' true quality (0: the "
+        "first --train-prompts)",
+    )
+    parser.add_argument(
+        "--selection-samples", type=int, default=8, help="samples per pool prompt that measure its spread"
+    )
+    parser.add_argument(
         "--eval-seeds", type=int, default=3, help="fresh samples per prompt in the evaluations"
     )
     parser.add_argument(
@@ -515,6 +550,8 @@ def main() -> None:
             args.control,
             args.eval_seed_base,
             args.analyzer_noise,
+            args.prompt_pool,
+            args.selection_samples,
         )
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))

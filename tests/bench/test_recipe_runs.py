@@ -83,3 +83,24 @@ def test_the_noisy_analyzer_adds_seeded_gaussian_noise(load_bench):
     expected = exact + 0.5 * torch.randn(3, generator=torch.Generator().manual_seed(3))
     torch.testing.assert_close(noisy, expected)
     assert bench.analyzer_reward(noise=0.5, seed=3).name != bench.analyzer_reward().name
+
+
+def test_varied_prompts_keeps_the_prompts_whose_samples_differ_most(load_bench, monkeypatch):
+    from toyworld.generator import toy_prompts
+
+    bench = load_bench("recipe_runs")
+    # Per pool prompt, two samples' true quality: prompt 2 varies most, then prompt 0; prompt 1 not at all.
+    qualities = [1.5, 2.5, 1.3, 1.3, 1.0, 3.0]
+    seen = {}
+
+    def true_quality(pipe, reward, prompts, seeds, spec):
+        seen.update(prompts=prompts, seeds=seeds)
+        return {"qualities": qualities}
+
+    monkeypatch.setattr(bench, "true_quality", true_quality)
+    pool = toy_prompts(3, seed=11)
+    assert bench.varied_prompts(None, n=2, pool=3, samples=2) == [pool[2], pool[0]]
+    assert seen["prompts"] == [pool[0], pool[0], pool[1], pool[1], pool[2], pool[2]]
+    # Seeds of their own: neither the evaluations' (from 10**6, 256 samples and more) nor the trainers'.
+    assert seen["seeds"] == list(range(bench.SELECTION_SEED_BASE, bench.SELECTION_SEED_BASE + 6))
+    assert bench.SELECTION_SEED_BASE >= 2 * 10**6
