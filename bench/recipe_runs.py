@@ -11,7 +11,8 @@
    the analyzer-measured true quality (mean overall score, 1-5) of fresh samples of the training prompts with fixed
    seeds; changes are paired by sample, with 95% bootstrap intervals. ``--control also`` adds, per run, a control
    trained on the reward's values shuffled among the videos (fine-tuning moves quality even then);
-   ``--train-seeds`` repeats each run; ``--set RECIPE.KEY=VALUE`` changes a recipe setting.
+   ``--train-seeds`` repeats each run; ``--set RECIPE.KEY=VALUE`` changes a recipe setting; ``--prompt-pool N``
+   trains on the prompts of N whose samples' true quality varies most instead of the first ones.
 
 Run: ``python bench/recipe_runs.py [--sections rollout update toy] [--updates 8] [--descore PATH] [--control also]
 [--train-seeds 0 1] [--json FILE]``. (Issue 7 names it ``bench/recipes.py``; a script of that name would shadow the
@@ -397,6 +398,7 @@ def bench_toy(
                         "seed": seed,
                         "control": is_control,
                         "settings": settings,
+                        "prompts": train,
                         "before": before,
                         "after": after,
                         "curve": curve,
