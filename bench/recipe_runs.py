@@ -251,9 +251,10 @@ def _metric(name: str, value: float) -> str:
 
 
 def true_quality(
-    pipe, reward: RewardFunction, prompts: list[str], seeds: list[int], spec: SamplingSpec
+    pipe, reward: RewardFunction | None, prompts: list[str], seeds: list[int], spec: SamplingSpec
 ) -> dict:
-    """Fresh samples of the (held-out) prompts with fixed seeds: mean reward and analyzer overall score."""
+    """Fresh samples of the (held-out) prompts with fixed seeds: mean reward (``reward`` None: none) and analyzer
+    overall score."""
     call = pipeline_call_kwargs(pipe, spec)
     videos = []
     for start in range(0, len(prompts), 8):
@@ -269,14 +270,12 @@ def true_quality(
                 .clamp(0, 1)
             )
     videos = torch.cat(videos)
-    rewards = reward(videos, prompts, fps=spec.fps).float().cpu().tolist()
     quality = [analyze(v, p).overall for v, p in zip(videos, prompts)]
-    return {
-        "reward": sum(rewards) / len(rewards),
-        "true_quality": sum(quality) / len(quality),
-        "rewards": rewards,
-        "qualities": quality,
-    }
+    result = {"true_quality": sum(quality) / len(quality), "qualities": quality}
+    if reward is not None:
+        rewards = reward(videos, prompts, fps=spec.fps).float().cpu().tolist()
+        result.update(reward=sum(rewards) / len(rewards), rewards=rewards)
+    return result
 
 
 #: First sampling seed of the samples that pick training prompts by their spread (``--prompt-pool``): apart from the
@@ -291,7 +290,7 @@ def varied_prompts(pipe, n: int, pool: int, samples: int) -> list[str]:
     candidates = toy_prompts(pool, seed=11)
     prompts = [p for p in candidates for _ in range(samples)]
     seeds = list(range(SELECTION_SEED_BASE, SELECTION_SEED_BASE + len(prompts)))
-    quality = torch.tensor(true_quality(pipe, analyzer_reward(), prompts, seeds, TOY_SPEC)["qualities"])
+    quality = torch.tensor(true_quality(pipe, None, prompts, seeds, TOY_SPEC)["qualities"])
     spread = quality.view(pool, samples).std(dim=1)
     order = spread.argsort(descending=True, stable=True)[:n].tolist()
     for i in order:

@@ -74,9 +74,8 @@ def measure(
             train_cfg=train_cfg,
             lora=LoraSpec(rank=rank, alpha=rank),
         )
-        samples = trainer.sample_groups(
-            0, sde_steps=[]
-        )  # what RWR's update trains on: same seeds, same sampler
+        # What RWR's update trains on: the same seeds and the same (deterministic) sampler.
+        samples = trainer.sample_groups(0, sde_steps=[])
         kept = torch.nonzero(best_of_group_weights(samples.rewards, samples.group_ids) > 0).flatten()
         x0 = samples.final_latents[kept]
         kept_prompts = [samples.prompts[i] for i in kept]

@@ -94,13 +94,14 @@ def test_varied_prompts_keeps_the_prompts_whose_samples_differ_most(load_bench, 
     seen = {}
 
     def true_quality(pipe, reward, prompts, seeds, spec):
-        seen.update(prompts=prompts, seeds=seeds)
+        seen.update(prompts=prompts, seeds=seeds, reward=reward)
         return {"qualities": qualities}
 
     monkeypatch.setattr(bench, "true_quality", true_quality)
     pool = toy_prompts(3, seed=11)
     assert bench.varied_prompts(None, n=2, pool=3, samples=2) == [pool[2], pool[0]]
     assert seen["prompts"] == [pool[0], pool[0], pool[1], pool[1], pool[2], pool[2]]
+    assert seen["reward"] is None  # only the analyzer's score is needed: no second scoring
     # Seeds of their own: neither the evaluations' (from 10**6, 256 samples and more) nor the trainers'.
     assert seen["seeds"] == list(range(bench.SELECTION_SEED_BASE, bench.SELECTION_SEED_BASE + 6))
     assert bench.SELECTION_SEED_BASE >= 2 * 10**6
