@@ -22,9 +22,11 @@ Sections (``--sections``; each runs on its own, a failure is printed and the nex
 - ``guidance``: one guided step (a middle step) of ``RewardGuidanceCallback`` with each think-free reward: all frames,
   the first 9 frames, gradient checkpointing, both; seconds of the guided step (the callback's own timing) and the peak
   memory of the whole guided generation, next to an unguided one.
-- ``grpo``: one Flow-GRPO update (``recipes.grpo``): one prompt, group of 4, LoRA rank 32 (alpha 64), gradient
+- ``grpo``: first the rollout with log-probabilities (``recipes.rollout``) against the plain pipeline's sampling of
+  the same 4 videos (``output_type="latent"``), median of 3 interleaved runs after a warm-up; then two Flow-GRPO
+  updates (``recipes.grpo``; the first warms up): one prompt, group of 4, LoRA rank 32 (alpha 64), gradient
   checkpointing, bf16 mixed precision, the toy DeScore think-free as reward; rollout and training seconds from the
-  trainer's metrics and the peak memory of the update.
+  trainer's metrics and the peak memory of each update.
 
 Peak memory: ``torch.cuda.max_memory_allocated`` after ``reset_peak_memory_stats`` (None on a CPU), with the allocation
 at the start (the resident weights) next to it; the 8B is built only for its own cases, after the toy-reward ones of
@@ -42,6 +44,7 @@ import contextlib
 import gc
 import json
 import platform
+import statistics
 import sys
 import tempfile
 import time
@@ -58,6 +61,7 @@ REPO = Path(__file__).resolve().parents[1]
 TOY_DESCORE = REPO / "toyworld" / "checkpoints" / "toy_descore"
 SECTIONS = ("bon", "guidance", "grpo")
 CANDIDATES = 4
+ROLLOUT_REPEATS = 3
 GUIDANCE_WEIGHT = 0.02
 
 # The architectures of Wan2.1-T2V-1.3B (transformer), its UMT5-XXL text encoder and Qwen3-VL-8B-Instruct.
@@ -572,9 +576,10 @@ def section_guidance(bench: Bench) -> None:
 
 
 def section_grpo(bench: Bench) -> None:
-    from recipes.families import SamplingSpec
+    from recipes.families import SamplingSpec, pipeline_call_kwargs
     from recipes.grpo import GRPOConfig, GRPOTrainer
     from recipes.lora import LoraSpec, lora_parameters
+    from recipes.rollout import rollout, seeded_generators
     from reward_guidance.protocol import descore_reward
 
     bench.drop_judge()  # the reward is the toy DeScore: give its memory back
@@ -587,6 +592,36 @@ def section_grpo(bench: Bench) -> None:
         guidance_scale=call["guidance_scale"],
         max_sequence_length=call["max_sequence_length"],
     )
+    prompts = [PROMPT] * CANDIDATES
+    plain_call = pipeline_call_kwargs(bench.pipe, spec)
+
+    def plain() -> None:
+        bench.pipe(
+            prompts, **plain_call, generator=seeded_generators(range(CANDIDATES)), output_type="latent"
+        )
+
+    def recorded() -> None:
+        with torch.no_grad():
+            rollout(bench.pipe, prompts, spec, seeded_generators(range(CANDIDATES)))
+
+    seconds: dict[str, list[float]] = {"plain": [], "rollout": []}
+    for repeat in range(1 + ROLLOUT_REPEATS):  # the first pass warms both up and is not counted
+        for name, fn in (("plain", plain), ("rollout", recorded)):
+            with measured(bench.device) as stats:
+                fn()
+            if repeat:
+                seconds[name].append(stats["seconds"])
+    plain_s, rollout_s = (statistics.median(seconds[name]) for name in ("plain", "rollout"))
+    bench.record(
+        "grpo",
+        f"rollout with log-probs vs plain pipeline, {CANDIDATES} videos (latents)",
+        f"plain {plain_s:.2f} s, rollout {rollout_s:.2f} s, ratio {rollout_s / plain_s:.2f} "
+        f"(median of {ROLLOUT_REPEATS}, interleaved, after a warm-up)",
+        plain_s=plain_s,
+        rollout_s=rollout_s,
+        ratio=rollout_s / plain_s,
+        seconds=seconds,
+    )
     with tempfile.TemporaryDirectory() as output_dir:
         config = GRPOConfig(
             output_dir=output_dir,
@@ -596,7 +631,7 @@ def section_grpo(bench: Bench) -> None:
             prompts_per_update=1,
             group_size=4,
             sample_batch_size=4,
-            num_updates=1,
+            num_updates=2,
             gradient_checkpointing=True,
             mixed_precision="bf16",
             checkpoint_every=0,
@@ -613,19 +648,20 @@ def section_grpo(bench: Bench) -> None:
             lora_parameters=trainable,
             **setup,
         )
-        with measured(bench.device) as stats:
-            metrics = trainer.run_update(0)
-    bench.record(
-        "grpo",
-        "one update (1 prompt x group 4, checkpointing, bf16 autocast)",
-        f"{describe(stats)}; rollout {metrics['time/rollout_s']:.2f} s, train {metrics['time/train_s']:.2f} s, "
-        f"reward mean {metrics['reward/mean']:.4f}",
-        metrics=metrics,
-        sampling=vars(spec),
-        timestep_fraction=config.timestep_fraction,
-        beta=config.beta,
-        **stats,
-    )
+        for update, run in enumerate(("first (warm-up)", "second")):
+            with measured(bench.device) as stats:
+                metrics = trainer.run_update(update)
+            bench.record(
+                "grpo",
+                f"one update (1 prompt x group 4, checkpointing, bf16 autocast), {run}",
+                f"{describe(stats)}; rollout {metrics['time/rollout_s']:.2f} s, "
+                f"train {metrics['time/train_s']:.2f} s, reward mean {metrics['reward/mean']:.4f}",
+                metrics=metrics,
+                sampling=vars(spec),
+                timestep_fraction=config.timestep_fraction,
+                beta=config.beta,
+                **stats,
+            )
 
 
 SECTION_FUNCTIONS: dict[str, Callable[[Bench], None]] = {

@@ -30,9 +30,15 @@ def test_tiny_cpu_run_records_every_section(load_bench, tmp_path: Path) -> None:
     assert len(guided) == 9  # warm-up + 4 settings x 2 rewards
     assert all(len(r["guided_step_seconds"]) == 1 and r["guided_step_seconds"][0] > 0 for r in guided)
 
-    (update,) = [r for r in records if r["case"].startswith("one update")]
-    assert update["metrics"]["time/rollout_s"] > 0 and update["metrics"]["time/train_s"] > 0
-    assert update["metrics"]["train/grad_norm"] > 0
+    (overhead,) = [r for r in records if r["case"].startswith("rollout with log-probs")]
+    assert all(len(overhead["seconds"][name]) == 3 for name in ("plain", "rollout"))
+    assert overhead["ratio"] == overhead["rollout_s"] / overhead["plain_s"] > 0
+
+    updates = [r for r in records if r["case"].startswith("one update")]
+    assert [r["case"].rsplit(", ", 1)[1] for r in updates] == ["first (warm-up)", "second"]
+    for update in updates:
+        assert update["metrics"]["time/rollout_s"] > 0 and update["metrics"]["time/train_s"] > 0
+        assert update["metrics"]["train/grad_norm"] > 0
 
 
 def test_architectures_match_the_released_models(load_bench, tmp_path: Path) -> None:
